@@ -1,0 +1,59 @@
+//! Build script:
+//! 1. embeds every file under `lua/` into the plugin (`$OUT_DIR/lua_sources.rs`);
+//! 2. for wasm32, builds the project's setjmp/longjmp runtime (`libsetjmp.a`) that the
+//!    vendored Lua links against, and points the linker at Debian's wasi-libc for
+//!    `libwasi-emulated-signal.a`.
+use std::{env, fs, path::PathBuf};
+
+fn main() {
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap_or_default());
+    embed_lua(&out);
+    if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("wasm32") {
+        build_setjmp_runtime();
+    }
+}
+
+fn embed_lua(out: &std::path::Path) {
+    println!("cargo:rerun-if-changed=lua");
+    let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("lua");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "lua"));
+    files.sort();
+    let mut code = String::from("/// Lua sources bundled from `lua/`: (module name, source).\npub const LUA_SOURCES: &[(&str, &str)] = &[\n");
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        code.push_str(&format!("    ({name:?}, include_str!({:?})),\n", f.display().to_string()));
+    }
+    code.push_str("];\n");
+    if let Err(e) = fs::write(out.join("lua_sources.rs"), code) {
+        println!("cargo:warning=cannot write lua_sources.rs: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn build_setjmp_runtime() {
+    println!("cargo:rerun-if-changed=csrc");
+    let clang = env::var("WASM_CLANG").unwrap_or_else(|_| "clang-19".into());
+    cc::Build::new()
+        .compiler(clang)
+        .archiver("llvm-ar-19")
+        .file("csrc/setjmp.c")
+        .include("csrc/include")
+        .flag("--target=wasm32-wasip1")
+        .flag("-mexception-handling")
+        .opt_level(2)
+        .compile("setjmp");
+    cc::Build::new()
+        .compiler(env::var("WASM_CLANG").unwrap_or_else(|_| "clang-19".into()))
+        .archiver("llvm-ar-19")
+        .file("csrc/sandbox_libc.c")
+        .flag("--target=wasm32-wasip1")
+        .flag("-isystem")
+        .flag("/usr/include/wasm32-wasi")
+        .opt_level(2)
+        .compile("plw_sandbox_libc");
+    println!("cargo:rustc-link-search=native=/usr/lib/wasm32-wasi");
+}

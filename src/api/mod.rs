@@ -1,0 +1,181 @@
+//! The Envoy Lua stream-handle API, one module per Lua object.
+//!
+//! Each object is a userdata whose `__index` is a table of methods built by
+//! `lua/api.lua` from the "raw" Rust functions defined here. A raw function reports
+//! a script-facing error by returning `(FAIL, message)`; the Lua wrapper raises it
+//! with `error(message, 2)`, so scripts get plain string errors that carry their own
+//! chunk name and line (`inline_code:7: ...`), as Envoy's `luaL_error` gives them.
+//! Raising from Rust instead would give a userdata error without a position.
+pub mod handle;
+pub mod header_map;
+pub mod log;
+pub mod values;
+
+use std::ffi::c_void;
+
+use mlua::{
+    AnyUserData, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, UserData, Value,
+};
+
+use crate::host::HostError;
+
+static FAIL_MARK: u8 = 0;
+static YIELD_MARK: u8 = 0;
+
+/// Returned (with a message) by raw methods to make their Lua wrapper raise.
+pub fn fail_marker() -> Value {
+    Value::LightUserData(LightUserData(std::ptr::addr_of!(FAIL_MARK) as *mut c_void))
+}
+
+/// Yielded by the API's blocking methods so the stream driver can tell its own
+/// yields from a script calling `coroutine.yield` itself.
+pub fn yield_marker() -> Value {
+    Value::LightUserData(LightUserData(std::ptr::addr_of!(YIELD_MARK) as *mut c_void))
+}
+
+/// An error from an API method.
+#[derive(Debug)]
+pub enum ApiError {
+    /// Reported to the script as a Lua error with this message.
+    Script(String),
+    /// An interpreter failure (e.g. out of memory) propagated as is.
+    Lua(mlua::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<mlua::Error> for ApiError {
+    fn from(e: mlua::Error) -> Self {
+        ApiError::Lua(e)
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        ApiError::Script(e.to_string())
+    }
+}
+
+pub fn script_error<T>(msg: impl Into<String>) -> ApiResult<T> {
+    Err(ApiError::Script(msg.into()))
+}
+
+/// Lua's name for a value's type, as `luaL_typename` prints it.
+pub fn lua_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Integer(_) | Value::Number(_) => "number",
+        Value::LightUserData(_) => "userdata",
+        other => other.type_name(),
+    }
+}
+
+/// The arguments of a method call after `self`, with Envoy-style argument errors.
+pub struct Args {
+    method: &'static str,
+    values: Vec<Value>,
+}
+
+impl Args {
+    pub fn get(&self, n: usize) -> &Value {
+        self.values.get(n - 1).unwrap_or(&Value::Nil)
+    }
+
+    pub fn present(&self, n: usize) -> bool {
+        self.values.len() >= n
+    }
+
+    /// `bad argument #n to 'method' (expected expected, got type)`.
+    pub fn bad<T>(&self, n: usize, expected: &str) -> ApiResult<T> {
+        let got = if self.present(n) { lua_type_name(self.get(n)) } else { "no value" };
+        script_error(format!("bad argument #{n} to '{}' ({expected} expected, got {got})", self.method))
+    }
+
+    /// A string argument; numbers are accepted as Lua would coerce them.
+    pub fn bytes(&self, lua: &Lua, n: usize) -> ApiResult<Vec<u8>> {
+        match values::to_bytes(lua, self.get(n))? {
+            Some(b) => Ok(b),
+            None => self.bad(n, "string"),
+        }
+    }
+
+    pub fn integer(&self, n: usize) -> ApiResult<i64> {
+        match self.get(n) {
+            Value::Integer(i) => Ok(*i),
+            Value::Number(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(*f as i64),
+            Value::String(s) => match s.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()) {
+                Some(i) => Ok(i),
+                None => self.bad(n, "number"),
+            },
+            _ => self.bad(n, "number"),
+        }
+    }
+}
+
+/// Wraps `f` as a raw method of userdata type `T`: checks `self`, converts
+/// script errors to `(FAIL, message)`.
+pub fn method<T, F, R>(lua: &Lua, name: &'static str, f: F) -> mlua::Result<Function>
+where
+    T: UserData + 'static,
+    F: Fn(&Lua, &T, &Args) -> ApiResult<R> + 'static,
+    R: IntoLuaMulti,
+{
+    lua.create_function(move |lua, args: MultiValue| {
+        let mut values: Vec<Value> = args.into_iter().collect();
+        let this = match values.first() {
+            Some(Value::UserData(ud)) => ud.clone(),
+            _ => {
+                let msg = format!("calling '{name}' on bad self (use ':' to call methods, e.g. handle:{name}())");
+                return (fail_marker(), msg).into_lua_multi(lua);
+            }
+        };
+        values.remove(0);
+        let args = Args { method: name, values };
+        let result = match this.borrow::<T>() {
+            Ok(obj) => f(lua, &obj, &args),
+            Err(_) => script_error(format!("calling '{name}' on bad self")),
+        };
+        match result {
+            Ok(r) => r.into_lua_multi(lua),
+            Err(ApiError::Script(msg)) => (fail_marker(), msg).into_lua_multi(lua),
+            Err(ApiError::Lua(e)) => Err(e),
+        }
+    })
+}
+
+/// The raw method tables of every API object, keyed by object type name;
+/// `lua/api.lua` turns them into the objects' method tables.
+pub fn raw_methods(lua: &Lua, env: &std::rc::Rc<crate::stream::VmEnv>) -> mlua::Result<Table> {
+    let raw = lua.create_table()?;
+    raw.set("Handle", handle::raw_methods(lua, env)?)?;
+    raw.set("HeaderMap", header_map::raw_methods(lua, env)?)?;
+    Ok(raw)
+}
+
+/// Registry key of an object type's method table (its `__index`).
+pub fn methods_key(type_name: &str) -> String {
+    format!("plw.methods.{type_name}")
+}
+
+/// Registry key of an object type's `__pairs` function.
+pub fn pairs_key(type_name: &str) -> String {
+    format!("plw.pairs.{type_name}")
+}
+
+/// The userdata's metatable fields: `__index` (method table) and, if the type has
+/// one, `__pairs`, both taken from what `lua/api.lua` registered.
+pub fn add_object_fields<T: UserData, F: mlua::UserDataFields<T>>(
+    fields: &mut F,
+    type_name: &'static str,
+    has_pairs: bool,
+) {
+    fields.add_meta_field_with("__index", move |lua| lua.named_registry_value::<Table>(&methods_key(type_name)));
+    if has_pairs {
+        fields.add_meta_field_with("__pairs", move |lua| lua.named_registry_value::<Function>(&pairs_key(type_name)));
+    }
+    fields.add_meta_field("__name", type_name);
+}
+
+/// Borrows the userdata as `T` or says what it is not.
+pub fn userdata<T: UserData + 'static>(ud: &AnyUserData) -> ApiResult<mlua::UserDataRef<T>> {
+    ud.borrow::<T>().map_err(|_| ApiError::Script("wrong object type".into()))
+}

@@ -1,0 +1,98 @@
+//! The plugin configuration (`WasmPlugin.pluginConfig`, or the Wasm filter's
+//! `configuration`): JSON, validated strictly at configure time so that a bad
+//! config is refused by the host instead of failing requests later.
+use serde::Deserialize;
+
+/// A script given as a string or, as in Envoy's `DataSource`, `{"inline_string": ...}`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(untagged, expecting = "a string or {\"inline_string\": \"...\"}")]
+pub enum Source {
+    Inline(String),
+    DataSource(DataSource),
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    pub inline_string: String,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    inline_code: Option<String>,
+    default_source_code: Option<Source>,
+    #[serde(default)]
+    fail_open: bool,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The config field the script came from; it is also the script's chunk name,
+    /// so errors read `inline_code:3: ...`.
+    pub script_name: &'static str,
+    pub script: String,
+    pub fail_open: bool,
+}
+
+impl Config {
+    /// Parses and validates; the error names the offending field (and the JSON
+    /// line/column where serde knows it).
+    pub fn parse(bytes: &[u8]) -> Result<Config, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(
+                "plugin configuration is empty: set `inline_code` (or `default_source_code`) to a Lua script"
+                    .into(),
+            );
+        }
+        let raw: RawConfig = serde_json::from_slice(bytes)
+            .map_err(|e| format!("invalid plugin configuration: {e}"))?;
+        let (script_name, script) = match (raw.inline_code, raw.default_source_code) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "invalid plugin configuration: only one of `inline_code` or `default_source_code` can be set"
+                        .into(),
+                )
+            }
+            (Some(code), None) => ("inline_code", code),
+            (None, Some(Source::Inline(code))) => ("default_source_code", code),
+            (None, Some(Source::DataSource(ds))) => ("default_source_code", ds.inline_string),
+            (None, None) => {
+                return Err(
+                    "invalid plugin configuration: missing script: set `inline_code` (or `default_source_code`)"
+                        .into(),
+                )
+            }
+        };
+        Ok(Config { script_name, script, fail_open: raw.fail_open })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_every_script_form() {
+        let c = Config::parse(br#"{"inline_code": "x = 1"}"#).unwrap();
+        assert_eq!((c.script_name, c.script.as_str(), c.fail_open), ("inline_code", "x = 1", false));
+        let c = Config::parse(br#"{"default_source_code": "y = 2", "fail_open": true}"#).unwrap();
+        assert_eq!((c.script_name, c.script.as_str(), c.fail_open), ("default_source_code", "y = 2", true));
+        let c = Config::parse(br#"{"default_source_code": {"inline_string": "z = 3"}}"#).unwrap();
+        assert_eq!(c.script, "z = 3");
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let err = |j: &str| Config::parse(j.as_bytes()).unwrap_err();
+        assert!(err(r#"{"inline_code": "x", "bogus": 1}"#).contains("unknown field `bogus`"));
+        assert!(err(r#"{"inline_code": 5}"#).contains("invalid type: integer `5`, expected a string"));
+        assert!(err(r#"{"inline_code": "x", "fail_open": "yes"}"#).contains("invalid type: string \"yes\", expected a boolean"));
+        assert!(err(r#"{"default_source_code": {"filename": "/x.lua"}}"#).contains("inline_string"));
+        assert!(err(r#"{"inline_code": "x", "default_source_code": "y"}"#).contains("only one of"));
+        assert!(err(r#"{"fail_open": true}"#).contains("missing script"));
+        assert!(err("").contains("empty"));
+        assert!(err("{not json").contains("line 1 column 2"));
+    }
+}

@@ -1,0 +1,77 @@
+//! The host-call seam: everything the Lua API needs from the proxy.
+//!
+//! The proxy-wasm shell implements [`Host`] over the real ABI (`shell::wasm_host`);
+//! unit tests implement it with an in-memory fake. Every call returns a `Result`:
+//! a host failure becomes a Lua error or a fail-closed reply, never a trap.
+use std::fmt;
+
+/// Proxy-Wasm header map types (ABI `MapType` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapType {
+    RequestHeaders = 0,
+    RequestTrailers = 1,
+    ResponseHeaders = 2,
+    ResponseTrailers = 3,
+}
+
+/// Proxy-Wasm log levels (ABI values), also the six `handle:log*` methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+/// One header entry; values are bytes because Lua strings are.
+pub type HeaderPair = (String, Vec<u8>);
+
+/// A local reply the plugin asks the host to send instead of forwarding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    /// Envoy response code details (`%RESPONSE_CODE_DETAILS%`); no whitespace.
+    pub details: String,
+    pub headers: Vec<HeaderPair>,
+    pub body: Vec<u8>,
+}
+
+/// A host call that did not succeed: the ABI status code and the call's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostError {
+    pub call: &'static str,
+    pub status: u32,
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.status {
+            1 => "not found",
+            2 => "bad argument",
+            3 => "serialization failure",
+            4 => "parse failure",
+            6 => "empty",
+            7 => "CAS mismatch",
+            8 => "internal failure",
+            9 => "unimplemented",
+            _ => "unexpected status",
+        };
+        write!(f, "host call {} failed: {} ({})", self.call, what, self.status)
+    }
+}
+
+pub type HostResult<T> = Result<T, HostError>;
+
+pub trait Host {
+    fn log(&self, level: LogLevel, message: &str);
+    /// All entries of a header map, in wire order (repeated names appear repeatedly).
+    fn header_pairs(&self, map: MapType) -> HostResult<Vec<HeaderPair>>;
+    fn add_header(&self, map: MapType, name: &str, value: &[u8]) -> HostResult<()>;
+    /// Removes every entry of `name` and sets a single one.
+    fn replace_header(&self, map: MapType, name: &str, value: &[u8]) -> HostResult<()>;
+    /// Removes every entry of `name`.
+    fn remove_header(&self, map: MapType, name: &str) -> HostResult<()>;
+    fn send_local_reply(&self, reply: &LocalReply) -> HostResult<()>;
+}
