@@ -1,0 +1,136 @@
+//! The Proxy-Wasm host calls the plugin makes, with every status mapped to a
+//! `Result`. The SDK's `hostcalls` wrappers `panic!` on statuses they do not
+//! expect (a trap in Wasm, and then 503 for every later request); these return
+//! the status instead. Signatures are those of the ABI v0.2.1 (`env.proxy_*`).
+use std::ptr::null_mut;
+
+use crate::host::{HostError, HostResult, LocalReply, LogLevel, MapType};
+use crate::pairs;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+const EMPTY: u32 = 6;
+const PLUGIN_CONFIGURATION: u32 = 7;
+
+fn check(call: &'static str, status: u32) -> HostResult<()> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(HostError { call, status })
+    }
+}
+
+/// Takes ownership of a buffer the host allocated through the SDK's
+/// `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes).
+fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the host filled `size` bytes it obtained from proxy_on_memory_allocate(size).
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length describe a live string.
+    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+/// The plugin configuration bytes; empty when there is none.
+pub fn plugin_configuration() -> HostResult<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: out-pointers are valid for writes.
+    let status = unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size) };
+    match status {
+        OK => Ok(take_host_buffer(data, size)),
+        NOT_FOUND | EMPTY => Ok(Vec::new()),
+        status => Err(HostError { call: "get_buffer_bytes(plugin_configuration)", status }),
+    }
+}
+
+pub fn header_pairs(map: MapType) -> HostResult<Vec<(String, Vec<u8>)>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: out-pointers are valid for writes.
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    check("get_header_map_pairs", status)?;
+    let bytes = take_host_buffer(data, size);
+    pairs::decode(&bytes).ok_or(HostError { call: "get_header_map_pairs", status: 3 })
+}
+
+pub fn add_header(map: MapType, name: &str, value: &[u8]) -> HostResult<()> {
+    // SAFETY: pointers and lengths describe live buffers.
+    let status =
+        unsafe { proxy_add_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    check("add_header_map_value", status)
+}
+
+pub fn replace_header(map: MapType, name: &str, value: &[u8]) -> HostResult<()> {
+    // SAFETY: pointers and lengths describe live buffers.
+    let status =
+        unsafe { proxy_replace_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    check("replace_header_map_value", status)
+}
+
+pub fn remove_header(map: MapType, name: &str) -> HostResult<()> {
+    // SAFETY: pointer and length describe a live string.
+    let status = unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
+    check("remove_header_map_value", status)
+}
+
+pub fn send_local_reply(reply: &LocalReply) -> HostResult<()> {
+    let headers = pairs::encode(reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+    // SAFETY: pointers and lengths describe live buffers; -1 = no gRPC status.
+    let status = unsafe {
+        proxy_send_local_response(
+            reply.status,
+            reply.details.as_ptr(),
+            reply.details.len(),
+            reply.body.as_ptr(),
+            reply.body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    };
+    check("send_local_response", status)
+}

@@ -1,0 +1,45 @@
+//! Root context: one per plugin configuration; builds its own Lua state.
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use super::{abi, http::HttpStream, wasm_host::WasmHost};
+use crate::config::Config;
+use crate::host::LogLevel;
+use crate::runtime::Runtime;
+
+#[derive(Default)]
+pub struct Root {
+    runtime: Option<Rc<Runtime>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    /// Returning false makes the host refuse the configuration.
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let result = abi::plugin_configuration()
+            .map_err(|e| format!("cannot read the plugin configuration: {e}"))
+            .and_then(|bytes| Config::parse(&bytes))
+            .and_then(|config| Runtime::new(config, Rc::new(WasmHost)));
+        match result {
+            Ok(runtime) => {
+                self.runtime = Some(runtime);
+                true
+            }
+            Err(msg) => {
+                abi::log(LogLevel::Error, &format!("lua: configuration rejected: {msg}"));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(HttpStream::new(self.runtime.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

@@ -1,0 +1,98 @@
+"""Fixtures: a recording upstream and, per Envoy version, one Envoy serving every
+scenario on its own listener (the plugin's listeners all share one VM), plus the
+same scripts under Envoy's native Lua filter for side-by-side comparison."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import harness
+from scenarios import SCENARIOS
+
+
+def pytest_configure(config):
+    if not harness.PLUGIN.exists():
+        raise pytest.UsageError(f"{harness.PLUGIN} is missing: build it with scripts/build.sh")
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    up = harness.Upstream()
+    yield up
+    up.close()
+
+
+@dataclass
+class Deployment:
+    envoy: harness.Envoy
+    ports: dict[str, int]
+    access_log: Path
+
+    def port(self, name: str) -> int:
+        return self.ports[name]
+
+    def details(self, test_id: str) -> str | None:
+        """%RESPONSE_CODE_DETAILS% of the request with this x-test-id (waits for
+        Envoy to flush its access log)."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.access_log.exists():
+                for line in self.access_log.read_text().splitlines():
+                    parts = line.split(" ", 2)
+                    if len(parts) == 3 and parts[0] == test_id:
+                        return parts[2]
+            time.sleep(0.05)
+        return None
+
+
+def deploy(version: str, upstream: harness.Upstream, names: list[str]) -> Deployment:
+    admin = harness.free_port()
+    listeners, ports = [], {}
+    workdir_log = Path(harness.tempfile.mkdtemp(prefix="envoy-access-")) / "access.log"
+    for name in names:
+        sc = SCENARIOS[name]
+        for flavour in ("wasm", "native") if sc.native else ("wasm",):
+            key = name if flavour == "wasm" else f"native:{name}"
+            port = harness.free_port()
+            ports[key] = port
+            if flavour == "wasm":
+                cfg = ({"inline_code": sc.script} if sc.script is not None else {}) | sc.config
+                filt = harness.wasm_filter(cfg)
+            else:
+                filt = harness.native_lua_filter(sc.script)
+            lst = harness.listener(key.replace(":", "_"), port, [filt])
+            hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
+            hcm["access_log"] = [
+                {
+                    "name": "envoy.access_loggers.file",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                        "path": str(workdir_log),
+                        "log_format": {
+                            "text_format_source": {
+                                "inline_string": "%REQ(X-TEST-ID)% %RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\n"
+                            }
+                        },
+                    },
+                }
+            ]
+            listeners.append(lst)
+    config = harness.bootstrap(admin, upstream.port, listeners)
+    envoy = harness.Envoy(version, config, admin).start()
+    return Deployment(envoy, ports, workdir_log)
+
+
+@pytest.fixture(scope="module", params=harness.FULL_SUITE_VERSIONS)
+def full(request, upstream):
+    """Envoy (1.40.0 and 1.36.2) with every scenario."""
+    dep = deploy(request.param, upstream, list(SCENARIOS))
+    yield dep
+    dep.envoy.stop()
+
+
+def json_config(d: dict) -> str:
+    return json.dumps(d)

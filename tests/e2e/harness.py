@@ -1,0 +1,366 @@
+"""Real-Envoy test harness: a recording upstream, Envoy bootstraps with the plugin
+(or Envoy's native Lua filter) on loopback listeners, and a small HTTP client."""
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY_CACHE = ROOT / ".cache" / "envoy"
+ALL_VERSIONS = ["1.36.2", "1.37.0", "1.38.2", "1.39.3", "1.40.0"]
+FULL_SUITE_VERSIONS = ["1.40.0", "1.36.2"]
+PLUGIN = Path(os.environ.get("PLUGIN_WASM", ROOT / "dist" / "plugin.wasm"))
+
+
+def envoy_binary(version: str) -> Path:
+    return ENVOY_CACHE / version / "envoy" / "_bin" / "envoy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- upstream
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def header(self, name: str) -> str | None:
+        vals = self.values(name)
+        return ",".join(vals) if vals else None
+
+
+class Upstream:
+    """Records every request; answers 200 with a small body, or the status given by
+    a `/status/NNN` path. Adds `x-upstream: yes` and two `x-up-multi` headers."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self._lock = threading.Lock()
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def _serve(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with upstream._lock:
+                    upstream.requests.append(Received(self.command, self.path, list(self.headers.items()), body))
+                status = 200
+                if self.path.startswith("/status/"):
+                    status = int(self.path.split("/")[2])
+                payload = b"upstream body\n"
+                self.send_response(status)
+                self.send_header("content-type", "text/plain")
+                self.send_header("x-upstream", "yes")
+                self.send_header("x-up-multi", "one")
+                self.send_header("x-up-multi", "two")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def find(self, test_id: str) -> Received | None:
+        with self._lock:
+            for r in self.requests:
+                if r.header("x-test-id") == test_id:
+                    return r
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --------------------------------------------------------------------------- envoy config
+
+
+def wasm_filter(plugin_config: dict | str, vm_id: str = "lua", root_id: str = "lua") -> dict:
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "lua",
+                "root_id": root_id,
+                "vm_config": {
+                    "vm_id": vm_id,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(PLUGIN)}},
+                },
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
+                "fail_open": False,
+            },
+        },
+    }
+
+
+def native_lua_filter(script: str) -> dict:
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": script},
+        },
+    }
+
+
+def listener(name: str, port: int, filters: list[dict]) -> dict:
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": name,
+                            "route_config": {
+                                "name": f"{name}_routes",
+                                "virtual_hosts": [
+                                    {
+                                        "name": "all",
+                                        "domains": ["*"],
+                                        "routes": [
+                                            {"name": "default", "match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+                                        ],
+                                    }
+                                ],
+                            },
+                            "http_filters": filters
+                            + [
+                                {
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                    },
+                                }
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def bootstrap(admin_port: int, upstream_port: int, listeners: list[dict]) -> dict:
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [
+                {
+                    "name": "upstream",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "upstream",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {"address": "127.0.0.1", "port_value": upstream_port}
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- envoy process
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def header(self, name: str) -> str | None:
+        vals = self.values(name)
+        return ",".join(vals) if vals else None
+
+
+class EnvoyFailed(Exception):
+    def __init__(self, message: str, log: str):
+        super().__init__(message)
+        self.log = log
+
+
+@dataclass
+class Envoy:
+    version: str
+    config: dict
+    admin_port: int
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="envoy-e2e-")))
+    proc: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "envoy.log"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern: str, timeout: float = 5.0) -> str:
+        """Waits until Envoy's log has a line matching `pattern`; returns the line."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while True:
+            for line in self.log().splitlines():
+                if rx.search(line):
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line matches {pattern!r}; log tail:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+
+    def start(self, timeout: float = 60.0) -> "Envoy":
+        cfg = self.workdir / "envoy.json"
+        cfg.write_text(json.dumps(self.config, indent=1))
+        binary = envoy_binary(self.version)
+        if not binary.exists():
+            raise RuntimeError(f"{binary} is missing: run scripts/setup.sh")
+        self.proc = subprocess.Popen(
+            [
+                str(binary),
+                "-c", str(cfg),
+                "--concurrency", "1",
+                "--disable-hot-restart",
+                "--use-dynamic-base-id",
+                "--log-level", "info",
+                "--component-log-level", "wasm:debug,lua:debug",
+                "--log-path", str(self.log_path),
+                "--file-flush-interval-msec", "20",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EnvoyFailed(f"envoy {self.version} exited with {self.proc.returncode}", self.log())
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise EnvoyFailed(f"envoy {self.version} did not become ready in {timeout}s", self.log())
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """For configurations Envoy must refuse: waits for the process to exit."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stats(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5) as r:
+            return r.read().decode()
+
+
+def start_envoy_process(version: str, config: dict) -> Envoy:
+    """Starts Envoy without waiting for readiness (for configs it must refuse)."""
+    envoy = Envoy(version, config, config["admin"]["address"]["socket_address"]["port_value"])
+    cfg = envoy.workdir / "envoy.json"
+    cfg.write_text(json.dumps(config, indent=1))
+    envoy.proc = subprocess.Popen(
+        [
+            str(envoy_binary(version)),
+            "-c", str(cfg),
+            "--concurrency", "1",
+            "--disable-hot-restart",
+            "--use-dynamic-base-id",
+            "--log-level", "info",
+            "--log-path", str(envoy.log_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    return envoy
+
+
+def request(
+    port: int,
+    path: str = "/",
+    method: str = "GET",
+    headers: list[tuple[str, str]] | dict | None = None,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        items = headers.items() if isinstance(headers, dict) else (headers or [])
+        for k, v in items:
+            conn.putheader(k, v)
+        if body is not None:
+            conn.putheader("content-length", str(len(body)))
+        conn.endheaders(body)
+        r = conn.getresponse()
+        return Response(r.status, r.getheaders(), r.read())
+    finally:
+        conn.close()
