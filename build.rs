@@ -16,12 +16,13 @@ fn main() {
 fn embed_lua(out: &std::path::Path) {
     println!("cargo:rerun-if-changed=lua");
     let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("lua");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        fs::read_dir(&dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "lua"));
     files.sort();
-    let mut code = String::from("/// Lua sources bundled from `lua/`: (module name, source).\npub const LUA_SOURCES: &[(&str, &str)] = &[\n");
+    let mut code = String::from(
+        "/// Lua sources bundled from `lua/`: (module name, source).\npub const LUA_SOURCES: &[(&str, &str)] = &[\n",
+    );
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
         let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();

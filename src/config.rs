@@ -42,12 +42,10 @@ impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, String> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(
-                "plugin configuration is empty: set `inline_code` (or `default_source_code`) to a Lua script"
-                    .into(),
+                "plugin configuration is empty: set `inline_code` (or `default_source_code`) to a Lua script".into()
             );
         }
-        let raw: RawConfig = serde_json::from_slice(bytes)
-            .map_err(|e| format!("invalid plugin configuration: {e}"))?;
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| format!("invalid plugin configuration: {e}"))?;
         let (script_name, script) = match (raw.inline_code, raw.default_source_code) {
             (Some(_), Some(_)) => {
                 return Err(
@@ -60,8 +58,7 @@ impl Config {
             (None, Some(Source::DataSource(ds))) => ("default_source_code", ds.inline_string),
             (None, None) => {
                 return Err(
-                    "invalid plugin configuration: missing script: set `inline_code` (or `default_source_code`)"
-                        .into(),
+                    "invalid plugin configuration: missing script: set `inline_code` (or `default_source_code`)".into(),
                 )
             }
         };
@@ -88,7 +85,8 @@ mod tests {
         let err = |j: &str| Config::parse(j.as_bytes()).unwrap_err();
         assert!(err(r#"{"inline_code": "x", "bogus": 1}"#).contains("unknown field `bogus`"));
         assert!(err(r#"{"inline_code": 5}"#).contains("invalid type: integer `5`, expected a string"));
-        assert!(err(r#"{"inline_code": "x", "fail_open": "yes"}"#).contains("invalid type: string \"yes\", expected a boolean"));
+        assert!(err(r#"{"inline_code": "x", "fail_open": "yes"}"#)
+            .contains("invalid type: string \"yes\", expected a boolean"));
         assert!(err(r#"{"default_source_code": {"filename": "/x.lua"}}"#).contains("inline_string"));
         assert!(err(r#"{"inline_code": "x", "default_source_code": "y"}"#).contains("only one of"));
         assert!(err(r#"{"fail_open": true}"#).contains("missing script"));

@@ -54,11 +54,9 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_order_duplicates_and_binary_values() {
-        let pairs: Vec<(&str, &[u8])> =
-            vec![(":status", b"200"), ("x-a", b"1"), ("x-a", b"\xff\x00z"), ("e", b"")];
+        let pairs: Vec<(&str, &[u8])> = vec![(":status", b"200"), ("x-a", b"1"), ("x-a", b"\xff\x00z"), ("e", b"")];
         let decoded = decode(&encode(pairs.clone())).unwrap_or_default();
-        let expected: Vec<HeaderPair> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
+        let expected: Vec<HeaderPair> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
         assert_eq!(decoded, expected);
     }
 

@@ -35,14 +35,10 @@ impl Runtime {
     pub fn new(config: Config, host: Rc<dyn Host>) -> Result<Rc<Runtime>, String> {
         let env = VmEnv::new(host);
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
-        let lua = Lua::new_with(libs, LuaOptions::new())
-            .map_err(|e| format!("cannot create the Lua state: {e}"))?;
+        let lua = Lua::new_with(libs, LuaOptions::new()).map_err(|e| format!("cannot create the Lua state: {e}"))?;
         let internal = |what: &str, e: mlua::Error| format!("internal error ({what}): {}", describe_error(&e));
 
-        lua.load(bundled("sandbox")?)
-            .set_name("=lua/sandbox.lua")
-            .exec()
-            .map_err(|e| internal("sandbox", e))?;
+        lua.load(bundled("sandbox")?).set_name("=lua/sandbox.lua").exec().map_err(|e| internal("sandbox", e))?;
         install_api(&lua, &env).map_err(|e| internal("api", e))?;
 
         let name = config.script_name;
@@ -93,10 +89,11 @@ impl Runtime {
 /// type's method table and `__pairs` for the userdata metatables.
 fn install_api(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<()> {
     let raw = api::raw_methods(lua, env)?;
-    let objects: Table = lua
-        .load(bundled("api").map_err(mlua::Error::runtime)?)
-        .set_name("=lua/api.lua")
-        .call((raw, api::fail_marker(), api::yield_marker()))?;
+    let objects: Table = lua.load(bundled("api").map_err(mlua::Error::runtime)?).set_name("=lua/api.lua").call((
+        raw,
+        api::fail_marker(),
+        api::yield_marker(),
+    ))?;
     for pair in objects.pairs::<String, Table>() {
         let (type_name, object) = pair?;
         lua.set_named_registry_value(&api::methods_key(&type_name), object.get::<Table>("methods")?)?;

@@ -49,6 +49,29 @@ impl Direction {
     }
 }
 
+/// One value per direction (indexing by direction cannot go out of bounds).
+#[derive(Default)]
+pub struct PerDirection<T> {
+    request: T,
+    response: T,
+}
+
+impl<T> PerDirection<T> {
+    pub fn get(&self, dir: Direction) -> &T {
+        match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    pub fn get_mut(&mut self, dir: Direction) -> &mut T {
+        match dir {
+            Direction::Request => &mut self.request,
+            Direction::Response => &mut self.response,
+        }
+    }
+}
+
 /// What the shell should tell the host after a callback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -77,9 +100,9 @@ pub struct StreamState {
     id: u64,
     alive: Cell<bool>,
     /// Headers of each direction have arrived.
-    seen: [Cell<bool>; 2],
+    seen: PerDirection<Cell<bool>>,
     /// Headers of each direction were passed on and can no longer change.
-    forwarded: [Cell<bool>; 2],
+    forwarded: PerDirection<Cell<bool>>,
     /// A local reply (respond() or fail-closed) was sent for this stream.
     responded: Cell<bool>,
     /// Header maps read during the current callback, dropped on every write and
@@ -111,7 +134,7 @@ impl StreamState {
     }
 
     pub fn forwarded(&self, dir: Direction) -> bool {
-        self.forwarded[dir as usize].get()
+        self.forwarded.get(dir).get()
     }
 
     fn enter(&self) {
@@ -150,11 +173,8 @@ impl StreamState {
     /// The entries of a header map, read once per callback.
     pub fn header_pairs(&self, map: MapType) -> ApiResult<Rc<Vec<HeaderPair>>> {
         self.check_active()?;
-        if !self.seen[Self::map_direction(map) as usize].get() {
-            return api::script_error(format!(
-                "the {} headers have not arrived yet",
-                Self::map_direction(map).noun()
-            ));
+        if !self.seen.get(Self::map_direction(map)).get() {
+            return api::script_error(format!("the {} headers have not arrived yet", Self::map_direction(map).noun()));
         }
         if let Some(Some(cached)) = self.cache.try_borrow().ok().map(|c| c.get(map as usize).cloned().flatten()) {
             return Ok(cached);
@@ -172,7 +192,10 @@ impl StreamState {
     pub fn modify_headers(&self, map: MapType, change: impl FnOnce(&dyn Host) -> ApiResult<()>) -> ApiResult<()> {
         self.check_active()?;
         let dir = Self::map_direction(map);
-        if self.forwarded(dir) || self.responded() {
+        // After a local reply the request can no longer change; the reply's own
+        // response headers still can (Envoy runs envoy_on_response on it).
+        let request_replaced = dir == Direction::Request && self.responded();
+        if self.forwarded(dir) || request_replaced {
             return api::script_error(format!(
                 "header map can no longer be modified: the {} headers were already forwarded",
                 dir.noun()
@@ -200,7 +223,7 @@ pub struct Stream {
     runtime: Rc<Runtime>,
     state: Rc<StreamState>,
     /// Coroutines parked on a blocking call, kept alive until the stream ends.
-    parked: [Option<Thread>; 2],
+    parked: PerDirection<Option<Thread>>,
     /// The stream failed closed: no more script code runs on it.
     failed: bool,
 }
@@ -208,7 +231,7 @@ pub struct Stream {
 impl Stream {
     pub fn new(runtime: Rc<Runtime>) -> Stream {
         let state = StreamState::new(runtime.env().clone());
-        Stream { runtime, state, parked: [None, None], failed: false }
+        Stream { runtime, state, parked: PerDirection::default(), failed: false }
     }
 
     pub fn on_request_headers(&mut self) -> Verdict {
@@ -220,7 +243,7 @@ impl Stream {
     }
 
     fn on_headers(&mut self, dir: Direction) -> Verdict {
-        self.state.seen[dir as usize].set(true);
+        self.state.seen.get(dir).set(true);
         // Our own fail-closed reply passes through the response path: running the
         // script on it could only fail it further.
         if self.failed {
@@ -229,6 +252,7 @@ impl Stream {
         let Some(hook) = self.runtime.hook(dir).cloned() else {
             return self.forward(dir);
         };
+        let responded_before = self.state.responded();
         self.state.enter();
         let result = (|| -> mlua::Result<(Thread, MultiValue)> {
             let lua = self.runtime.lua();
@@ -241,9 +265,9 @@ impl Stream {
         match result {
             Err(e) => self.fail(dir, &describe_error(&e)),
             Ok((thread, out)) => {
-                if self.state.responded() {
+                if self.state.responded() && !responded_before {
                     // respond(): the coroutine stays parked for the rest of the stream.
-                    self.parked[dir as usize] = Some(thread);
+                    *self.parked.get_mut(dir) = Some(thread);
                     return Verdict::Pause;
                 }
                 match thread.status() {
@@ -263,7 +287,7 @@ impl Stream {
     }
 
     fn forward(&mut self, dir: Direction) -> Verdict {
-        self.state.forwarded[dir as usize].set(true);
+        self.state.forwarded.get(dir).set(true);
         Verdict::Continue
     }
 

@@ -148,8 +148,14 @@ fn respond_rejects_bad_status_and_arguments() {
         (r#"h:respond("403")"#, "bad argument #1 to 'respond' (table expected, got string)"),
         (r#"h:respond({[":status"] = 200}, {})"#, "bad argument #2 to 'respond' (string expected, got table)"),
         (r#"h:respond({[":status"] = 200, [1] = "x"})"#, "header key must be a string, got number"),
-        (r#"h:respond({[":status"] = 200, x = true})"#, "header value for 'x' must be a string or an array of strings, got boolean"),
-        (r#"h:respond({[":status"] = 200, x = "a\r\nset-cookie: evil"})"#, "header value for 'x' contains CR, LF or NUL"),
+        (
+            r#"h:respond({[":status"] = 200, x = true})"#,
+            "header value for 'x' must be a string or an array of strings, got boolean",
+        ),
+        (
+            r#"h:respond({[":status"] = 200, x = "a\r\nset-cookie: evil"})"#,
+            "header value for 'x' contains CR, LF or NUL",
+        ),
     ] {
         let p = Plugin::with_script(&format!("function envoy_on_request(h)\n  {call}\nend"));
         let (_s, verdict) = p.request(GET);
@@ -186,7 +192,10 @@ fn script_error_fails_closed_with_generic_body_then_next_request_works() {
     assert_eq!((r.status, r.details.as_str()), (500, SCRIPT_ERROR_DETAILS));
     assert_eq!(r.body, SCRIPT_ERROR_BODY.as_bytes());
     let errors = error_logs(&p);
-    assert!(errors.contains("script error in envoy_on_request: inline_code:5: attempt to index a nil value (local 't')"), "{errors}");
+    assert!(
+        errors.contains("script error in envoy_on_request: inline_code:5: attempt to index a nil value (local 't')"),
+        "{errors}"
+    );
 
     let (_s, verdict) = p.request(GET);
     assert_eq!(verdict, Verdict::Continue);
@@ -335,7 +344,10 @@ fn response_hook_edits_response_headers_and_reads_request_headers_object() {
     let (mut s, _) = p.request(GET);
     p.host.set(MapType::ResponseHeaders, &[(":status", "200"), ("server", "upstream")]);
     assert_eq!(s.on_response_headers(), Verdict::Continue, "{}", p.host.all_logs());
-    assert_eq!(p.host.get(MapType::ResponseHeaders), vec![(":status".into(), "200".into()), ("x-status".into(), "200".into())]);
+    assert_eq!(
+        p.host.get(MapType::ResponseHeaders),
+        vec![(":status".into(), "200".into()), ("x-status".into(), "200".into())]
+    );
     assert_eq!(info_logs(&p), vec!["script log: inline_code:7: respond not currently supported in the response path"]);
 }
 
@@ -356,7 +368,10 @@ fn request_headers_cannot_change_after_forwarding() {
     assert_eq!(s.on_response_headers(), Verdict::Continue);
     assert_eq!(
         info_logs(&p),
-        vec!["script log: header map can no longer be modified: the request headers were already forwarded", "script log: /p"]
+        vec![
+            "script log: header map can no longer be modified: the request headers were already forwarded",
+            "script log: /p"
+        ]
     );
 }
 
@@ -393,7 +408,10 @@ fn host_failures_become_script_errors_not_traps() {
     *p.host.fail_status.borrow_mut() = Some(2);
     let (_s, verdict) = p.request(GET);
     assert_eq!(verdict, Verdict::Continue);
-    assert_eq!(info_logs(&p), vec!["script log: inline_code:2: host call get_header_map_pairs failed: bad argument (2)"]);
+    assert_eq!(
+        info_logs(&p),
+        vec!["script log: inline_code:2: host call get_header_map_pairs failed: bad argument (2)"]
+    );
 }
 
 #[test]
@@ -472,4 +490,23 @@ fn each_configuration_has_its_own_lua_state() {
     b.request(GET);
     assert!(a.host.get(MapType::RequestHeaders).contains(&("x-name".into(), "a".into())));
     assert!(b.host.get(MapType::RequestHeaders).contains(&("x-name".into(), "nil".into())));
+}
+
+#[test]
+fn response_hook_may_edit_the_reply_of_respond() {
+    let p = Plugin::with_script(
+        r#"
+        function envoy_on_request(h) h:respond({[":status"] = "403"}, "no") end
+        function envoy_on_response(h) h:headers():add("x-seen", h:headers():get(":status")) end
+        "#,
+    );
+    let (mut s, verdict) = p.request(GET);
+    assert_eq!(verdict, Verdict::Pause);
+    p.host.set(MapType::ResponseHeaders, &[(":status", "403")]);
+    assert_eq!(s.on_response_headers(), Verdict::Continue, "{}", p.host.all_logs());
+    assert_eq!(
+        p.host.get(MapType::ResponseHeaders),
+        vec![(":status".into(), "403".into()), ("x-seen".into(), "403".into())]
+    );
+    assert!(p.host.logs_at(LogLevel::Error).is_empty());
 }

@@ -13,9 +13,7 @@ pub mod values;
 
 use std::ffi::c_void;
 
-use mlua::{
-    AnyUserData, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, UserData, Value,
-};
+use mlua::{AnyUserData, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, UserData, Value};
 
 use crate::host::HostError;
 

@@ -10,9 +10,7 @@ pub fn to_bytes(lua: &Lua, v: &Value) -> ApiResult<Option<Vec<u8>>> {
     Ok(match v {
         Value::String(s) => Some(s.as_bytes().to_vec()),
         Value::Integer(i) => Some(i.to_string().into_bytes()),
-        Value::Number(f) if f.fract() == 0.0 && f.abs() < 1.0e15 => {
-            Some((*f as i64).to_string().into_bytes())
-        }
+        Value::Number(f) if f.fract() == 0.0 && f.abs() < 1.0e15 => Some((*f as i64).to_string().into_bytes()),
         Value::Number(_) => lua.coerce_string(v.clone())?.map(|s| s.as_bytes().to_vec()),
         _ => None,
     })
@@ -35,10 +33,7 @@ pub fn header_name(raw: &[u8]) -> ApiResult<String> {
     }
     let body = raw.strip_prefix(b":").unwrap_or(raw);
     if body.is_empty() || !body.iter().all(|b| is_tchar(*b)) {
-        return script_error(format!(
-            "invalid header name '{}'",
-            String::from_utf8_lossy(raw).escape_debug()
-        ));
+        return script_error(format!("invalid header name '{}'", String::from_utf8_lossy(raw).escape_debug()));
     }
     Ok(String::from_utf8_lossy(raw).to_ascii_lowercase())
 }

@@ -51,6 +51,10 @@ function envoy_on_request(h)
     h:respond({[":status"] = 200, ["x-list"] = {"one", "two"}}, "listed")
   end
 end
+
+function envoy_on_response(h)
+  h:headers():add("x-response-hook", h:headers():get(":status"))
+end
 """
 
 ERROR = r"""

@@ -75,9 +75,9 @@ def test_header_operations_match_native_filter(full, upstream):
 
 
 @pytest.mark.parametrize("path,status,body,extra", [
-    ("/deny", 403, b"go away", {"x-reason": ["denied"]}),
-    ("/empty", 204, b"", {"x-empty": ["1"]}),
-    ("/multi", 200, b"listed", {"x-list": ["one", "two"]}),
+    ("/deny", 403, b"go away", {"x-reason": ["denied"], "x-response-hook": ["403"]}),
+    ("/empty", 204, b"", {"x-empty": ["1"], "x-response-hook": ["204"]}),
+    ("/multi", 200, b"listed", {"x-list": ["one", "two"], "x-response-hook": ["200"]}),
 ])
 def test_respond_matches_native_filter(full, upstream, path, status, body, extra):
     results = {}

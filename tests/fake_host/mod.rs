@@ -1,6 +1,7 @@
 //! An in-memory host for native tests: header maps with Envoy's semantics
 //! (lower-case names, replace = remove all + append), recorded logs and replies.
-#![allow(dead_code)]
+// Test-only code: panicking on a broken fixture is the right failure here.
+#![allow(dead_code, clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 use std::cell::RefCell;
 use std::rc::Rc;
 
