@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use mlua::thread::ThreadStatus;
-use mlua::{MultiValue, Thread, Value};
+use mlua::{MultiValue, Thread};
 
 use crate::api::{self, handle::Handle, ApiResult};
 use crate::host::{HeaderPair, Host, LocalReply, LogLevel, MapType};
@@ -339,9 +339,4 @@ pub fn describe_error(e: &mlua::Error) -> String {
         mlua::Error::WithContext { context, cause } => format!("{context}: {}", describe_error(cause)),
         other => other.to_string(),
     }
-}
-
-/// Whether a Lua value is the API's yield marker (used by tests).
-pub fn is_yield_marker(v: &Value) -> bool {
-    *v == api::yield_marker()
 }

@@ -13,7 +13,7 @@ pub mod values;
 
 use std::ffi::c_void;
 
-use mlua::{AnyUserData, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, UserData, Value};
+use mlua::{Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, UserData, Value};
 
 use crate::host::HostError;
 
@@ -171,9 +171,4 @@ pub fn add_object_fields<T: UserData, F: mlua::UserDataFields<T>>(
         fields.add_meta_field_with("__pairs", move |lua| lua.named_registry_value::<Function>(&pairs_key(type_name)));
     }
     fields.add_meta_field("__name", type_name);
-}
-
-/// Borrows the userdata as `T` or says what it is not.
-pub fn userdata<T: UserData + 'static>(ud: &AnyUserData) -> ApiResult<mlua::UserDataRef<T>> {
-    ud.borrow::<T>().map_err(|_| ApiError::Script("wrong object type".into()))
 }

@@ -3,7 +3,6 @@ scenario on its own listener (the plugin's listeners all share one VM), plus the
 same scripts under Envoy's native Lua filter for side-by-side comparison."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +92,3 @@ def full(request, upstream):
     yield dep
     dep.envoy.stop()
 
-
-def json_config(d: dict) -> str:
-    return json.dumps(d)

@@ -36,12 +36,8 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- upstream
 
 
-@dataclass
-class Received:
-    method: str
-    path: str
+class HeaderLookup:
     headers: list[tuple[str, str]]
-    body: bytes
 
     def values(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k.lower() == name.lower()]
@@ -49,6 +45,14 @@ class Received:
     def header(self, name: str) -> str | None:
         vals = self.values(name)
         return ",".join(vals) if vals else None
+
+
+@dataclass
+class Received(HeaderLookup):
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
 
 
 class Upstream:
@@ -215,17 +219,10 @@ def bootstrap(admin_port: int, upstream_port: int, listeners: list[dict]) -> dic
 
 
 @dataclass
-class Response:
+class Response(HeaderLookup):
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-
-    def values(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-    def header(self, name: str) -> str | None:
-        vals = self.values(name)
-        return ",".join(vals) if vals else None
 
 
 class EnvoyFailed(Exception):
@@ -264,7 +261,8 @@ class Envoy:
                 raise AssertionError(f"no log line matches {pattern!r}; log tail:\n{self.log()[-4000:]}")
             time.sleep(0.05)
 
-    def start(self, timeout: float = 60.0) -> "Envoy":
+    def launch(self) -> "Envoy":
+        """Starts the process without waiting (configs Envoy must refuse use this)."""
         cfg = self.workdir / "envoy.json"
         cfg.write_text(json.dumps(self.config, indent=1))
         binary = envoy_binary(self.version)
@@ -285,6 +283,12 @@ class Envoy:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
+        return self
+
+    def start(self, timeout: float = 60.0) -> "Envoy":
+        """Starts Envoy and waits until its admin endpoint reports ready."""
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -324,23 +328,7 @@ class Envoy:
 
 def start_envoy_process(version: str, config: dict) -> Envoy:
     """Starts Envoy without waiting for readiness (for configs it must refuse)."""
-    envoy = Envoy(version, config, config["admin"]["address"]["socket_address"]["port_value"])
-    cfg = envoy.workdir / "envoy.json"
-    cfg.write_text(json.dumps(config, indent=1))
-    envoy.proc = subprocess.Popen(
-        [
-            str(envoy_binary(version)),
-            "-c", str(cfg),
-            "--concurrency", "1",
-            "--disable-hot-restart",
-            "--use-dynamic-base-id",
-            "--log-level", "info",
-            "--log-path", str(envoy.log_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    return envoy
+    return Envoy(version, config, config["admin"]["address"]["socket_address"]["port_value"]).launch()
 
 
 def request(
