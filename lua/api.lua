@@ -1,18 +1,26 @@
 -- Builds the method tables of the API objects from the raw Rust methods.
 --
--- Arguments: raw (type name -> method name -> function), FAIL and YIELD (light
--- userdata markers). Returns: type name -> {methods = table, pairs = function?}.
+-- Arguments: raw (type name -> method name -> function), FAIL, YIELD and WAIT
+-- (light userdata markers). Returns: type name -> {methods = table, pairs = function?}.
 --
 -- A raw method reports a script error by returning FAIL, message. The wrappers
 -- raise it with error(message, 2), so the script sees a plain string that starts
 -- with its own chunk name and line, as Envoy's luaL_error messages do.
-local raw, FAIL, YIELD = ...
+--
+-- A raw blocking method returns WAIT when what it needs has not arrived (it has
+-- recorded what it waits for); the wrapper yields YIELD to the stream driver and
+-- calls it again once the driver resumes the coroutine.
+local raw, FAIL, YIELD, WAIT = ...
 local error, yield = error, coroutine.yield
 
 -- How many values each method returns (wrappers return exactly that many).
 local RESULTS = {
-  Handle = { headers = 1 },
+  Handle = {
+    headers = 1, downstreamRequestHeaders = 1,
+    base64Escape = 1, base64Decode = 1, timestamp = 1, timestampString = 1,
+  },
   HeaderMap = { get = 1, getAtIndex = 1, getNumValues = 1, add = 0, replace = 0, remove = 0 },
+  Buffer = { length = 1, getBytes = 1, setBytes = 1 },
 }
 local LOG = { logTrace = 0, logDebug = 0, logInfo = 0, logWarn = 0, logErr = 0, logCritical = 0 }
 
@@ -43,10 +51,59 @@ for type_name, fns in pairs(raw) do
   objects[type_name] = { methods = methods }
 end
 
+local handle = objects.Handle.methods
+local raw_handle = raw.Handle
+
+-- A blocking method with one result: yields until the raw part has it.
+local function blocking(f)
+  return function(self, arg)
+    local a, b = f(self, arg)
+    while a == WAIT do
+      yield(YIELD)
+      a, b = f(self, arg)
+    end
+    if a == FAIL then error(b, 2) end
+    return a
+  end
+end
+
+handle.body = blocking(raw_handle._body)
+handle.trailers = blocking(raw_handle._trailers)
+
+-- bodyChunks(): an iterator whose every step waits for the next data frame.
+local raw_chunks, raw_next = raw_handle._bodyChunks, raw_handle._nextChunk
+handle.bodyChunks = function(self)
+  local a, b = raw_chunks(self)
+  if a == FAIL then error(b, 2) end
+  return function()
+    local c, m = raw_next(self)
+    while c == WAIT do
+      yield(YIELD)
+      c, m = raw_next(self)
+    end
+    if c == FAIL then error(m, 2) end
+    return c
+  end
+end
+
+-- httpCall(...): (headers, body) once the answer arrives; nothing if asynchronous.
+local raw_call, raw_result = raw_handle._httpCall, raw_handle._httpCallResult
+handle.httpCall = function(self, ...)
+  local a, b = raw_call(self, ...)
+  if a == FAIL then error(b, 2) end
+  if a == nil then return end
+  while a == WAIT do
+    yield(YIELD)
+    a, b = raw_result(self)
+  end
+  if a == FAIL then error(b, 2) end
+  return a, b
+end
+
 -- respond(headers, body): validated and sent by Rust, then the coroutine parks
 -- for the rest of the stream, as in Envoy (no script code runs after it).
-local raw_respond = raw.Handle._respond
-objects.Handle.methods.respond = function(self, headers, body)
+local raw_respond = raw_handle._respond
+handle.respond = function(self, headers, body)
   local a, b = raw_respond(self, headers, body)
   if a == FAIL then error(b, 2) end
   while true do yield(YIELD) end

@@ -24,6 +24,8 @@ struct RawConfig {
     default_source_code: Option<Source>,
     #[serde(default)]
     fail_open: bool,
+    #[serde(default)]
+    allow_on_headers_stop_iteration: bool,
 }
 
 /// A validated configuration.
@@ -34,6 +36,11 @@ pub struct Config {
     pub script_name: &'static str,
     pub script: String,
     pub fail_open: bool,
+    /// Set when the Wasm filter's PluginConfig has `allow_on_headers_stop_iteration:
+    /// true` (Envoy >= 1.35): the plugin may then hold headers while it reads the
+    /// body, as Envoy's native filter does. It must match the host's setting:
+    /// without host support a held header also holds the body back.
+    pub allow_on_headers_stop_iteration: bool,
 }
 
 impl Config {
@@ -62,7 +69,12 @@ impl Config {
                 )
             }
         };
-        Ok(Config { script_name, script, fail_open: raw.fail_open })
+        Ok(Config {
+            script_name,
+            script,
+            fail_open: raw.fail_open,
+            allow_on_headers_stop_iteration: raw.allow_on_headers_stop_iteration,
+        })
     }
 }
 

@@ -12,6 +12,31 @@ pub enum MapType {
     RequestTrailers = 1,
     ResponseHeaders = 2,
     ResponseTrailers = 3,
+    HttpCallResponseHeaders = 6,
+}
+
+/// Proxy-Wasm buffer types (ABI `BufferType` values) the API reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferType {
+    RequestBody = 0,
+    ResponseBody = 1,
+    HttpCallResponseBody = 4,
+}
+
+/// Which half of the stream a `continue_stream` / `close_stream` acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamType {
+    Request = 0,
+    Response = 1,
+}
+
+/// Why a `dispatch_http_call` was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpCallError {
+    /// The cluster is not configured (or the headers lack a pseudo-header).
+    BadArgument,
+    /// The host could not start the request.
+    Failed,
 }
 
 /// Proxy-Wasm log levels (ABI values), also the six `handle:log*` methods.
@@ -74,4 +99,25 @@ pub trait Host {
     /// Removes every entry of `name`.
     fn remove_header(&self, map: MapType, name: &str) -> HostResult<()>;
     fn send_local_reply(&self, reply: &LocalReply) -> HostResult<()>;
+    /// `len` bytes from `start` of a body buffer (fewer if the buffer is shorter).
+    fn buffer(&self, buffer: BufferType, start: usize, len: usize) -> HostResult<Vec<u8>>;
+    /// Replaces `len` bytes from `start` (Envoy: start 0 = replace a prefix,
+    /// start >= size = append) with `data`.
+    fn set_buffer(&self, buffer: BufferType, start: usize, len: usize, data: &[u8]) -> HostResult<()>;
+    /// Resumes a direction the plugin paused.
+    fn continue_stream(&self, stream: StreamType) -> HostResult<()>;
+    /// Resets a stream whose headers were already sent (nothing left to replace).
+    fn close_stream(&self, stream: StreamType) -> HostResult<()>;
+    /// Starts an HTTP call; the answer arrives in `on_http_call_response` with the token.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+        timeout_ms: u32,
+    ) -> Result<u32, HttpCallError>;
+    /// A host property (`source.address`, ...); `None` when the host has no value.
+    fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>>;
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    fn now_nanos(&self) -> u64;
 }

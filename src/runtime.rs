@@ -33,7 +33,7 @@ impl Runtime {
     /// Builds the Lua state and runs the script's top level. The error says
     /// which script and line failed.
     pub fn new(config: Config, host: Rc<dyn Host>) -> Result<Rc<Runtime>, String> {
-        let env = VmEnv::new(host);
+        let env = VmEnv::new(host, config.allow_on_headers_stop_iteration);
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
         let lua = Lua::new_with(libs, LuaOptions::new()).map_err(|e| format!("cannot create the Lua state: {e}"))?;
         let internal = |what: &str, e: mlua::Error| format!("internal error ({what}): {}", describe_error(&e));
@@ -93,7 +93,12 @@ fn install_api(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<()> {
         raw,
         api::fail_marker(),
         api::yield_marker(),
+        api::wait_marker(),
     ))?;
+    let resolution = lua.create_table()?;
+    resolution.set("MILLISECOND", api::misc::MILLISECOND)?;
+    resolution.set("MICROSECOND", api::misc::MICROSECOND)?;
+    lua.globals().set("EnvoyTimestampResolution", resolution)?;
     for pair in objects.pairs::<String, Table>() {
         let (type_name, object) = pair?;
         lua.set_named_registry_value(&api::methods_key(&type_name), object.get::<Table>("methods")?)?;

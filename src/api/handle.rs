@@ -4,16 +4,16 @@ use std::rc::Rc;
 use mlua::{Lua, Table, UserData, UserDataFields, Value};
 
 use super::header_map::HeaderMap;
-use super::{log, method, script_error, values, ApiResult};
-use crate::host::LocalReply;
-use crate::stream::{Direction, StreamState, VmEnv};
+use super::{body, http_call, log, method, misc, script_error, values, ApiResult};
+use crate::host::{LocalReply, MapType};
+use crate::stream::{Direction, StreamState, VmEnv, Wait};
 
 /// Response details Envoy uses for `respond()` replies.
 pub const RESPOND_DETAILS: &str = "lua_response";
 
 pub struct Handle {
-    state: Rc<StreamState>,
-    dir: Direction,
+    pub(crate) state: Rc<StreamState>,
+    pub(crate) dir: Direction,
 }
 
 impl Handle {
@@ -37,20 +37,39 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
             Ok(HeaderMap::new(h.state.clone(), h.dir.headers_map()))
         })?,
     )?;
-    // respond() itself is a Lua function in lua/api.lua: it calls this, then parks
-    // the coroutine for the rest of the stream.
+    t.set(
+        "downstreamRequestHeaders",
+        method(lua, "downstreamRequestHeaders", |_, h: &Handle, _| -> ApiResult<HeaderMap> {
+            h.state.check_active()?;
+            Ok(HeaderMap::read_only(h.state.clone(), MapType::RequestHeaders))
+        })?,
+    )?;
+    // The blocking methods are Lua functions in lua/api.lua around these.
+    t.set("_body", method(lua, "body", body::body)?)?;
+    t.set("_bodyChunks", method(lua, "bodyChunks", body::body_chunks)?)?;
+    t.set("_nextChunk", method(lua, "bodyChunks", body::next_chunk)?)?;
+    t.set("_trailers", method(lua, "trailers", body::trailers)?)?;
+    t.set("_httpCall", method(lua, "httpCall", http_call::http_call)?)?;
+    t.set("_httpCallResult", method(lua, "httpCall", http_call::http_call_result)?)?;
     t.set("_respond", method(lua, "respond", respond)?)?;
+    t.set("base64Escape", method(lua, "base64Escape", misc::base64_escape)?)?;
+    t.set("base64Decode", method(lua, "base64Decode", misc::base64_decode)?)?;
+    t.set("timestamp", method(lua, "timestamp", misc::timestamp)?)?;
+    t.set("timestampString", method(lua, "timestampString", misc::timestamp_string)?)?;
     log::add_methods(lua, env, &t)?;
     Ok(t)
 }
 
+/// `respond(headers, body?)`: a local reply instead of the message. Unlike
+/// Envoy's native filter it also works in `envoy_on_response` while the
+/// response headers are held: the reply replaces the upstream response.
 fn respond(lua: &Lua, h: &Handle, args: &super::Args) -> ApiResult<()> {
-    if h.dir == Direction::Response {
-        return script_error("respond not currently supported in the response path");
-    }
     h.state.check_active()?;
     if h.state.forwarded(h.dir) {
         return script_error("respond() cannot be called if headers have been continued");
+    }
+    if h.dir == Direction::Response && h.state.responded() {
+        return script_error("respond() cannot replace a response that is itself a local reply");
     }
     let Value::Table(table) = args.get(1) else {
         return args.bad(1, "table");
@@ -76,5 +95,7 @@ fn respond(lua: &Lua, h: &Handle, args: &super::Args) -> ApiResult<()> {
     if headers.iter().any(|(k, _)| k.starts_with(':')) {
         return script_error("respond() headers may not contain pseudo-headers other than ':status'");
     }
-    h.state.send_local_reply(&LocalReply { status, details: RESPOND_DETAILS.into(), headers, body })
+    h.state.send_local_reply(&LocalReply { status, details: RESPOND_DETAILS.into(), headers, body })?;
+    h.state.flow(h.dir).wait.set(Wait::Responded);
+    Ok(())
 }

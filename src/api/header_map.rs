@@ -15,11 +15,24 @@ use crate::stream::{StreamState, VmEnv};
 pub struct HeaderMap {
     state: Rc<StreamState>,
     map: MapType,
+    /// `downstreamRequestHeaders()`: reads only.
+    read_only: bool,
 }
 
 impl HeaderMap {
     pub fn new(state: Rc<StreamState>, map: MapType) -> HeaderMap {
-        HeaderMap { state, map }
+        HeaderMap { state, map, read_only: false }
+    }
+
+    pub fn read_only(state: Rc<StreamState>, map: MapType) -> HeaderMap {
+        HeaderMap { state, map, read_only: true }
+    }
+
+    fn check_writable(&self) -> ApiResult<()> {
+        if self.read_only {
+            return script_error("the headers from downstreamRequestHeaders() are read-only");
+        }
+        Ok(())
     }
 
     /// The values of `name`, in order.
@@ -79,6 +92,7 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
     t.set(
         "add",
         method(lua, "add", |lua, h: &HeaderMap, args| {
+            h.check_writable()?;
             let (name, value) = name_and_value(lua, args)?;
             let map = h.map;
             if name.starts_with(':') && !h.values(&name)?.is_empty() {
@@ -92,6 +106,7 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
     t.set(
         "replace",
         method(lua, "replace", |lua, h: &HeaderMap, args| {
+            h.check_writable()?;
             let (name, value) = name_and_value(lua, args)?;
             let map = h.map;
             h.state.modify_headers(map, |host| Ok(host.replace_header(map, &name, &value)?))
@@ -100,6 +115,7 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
     t.set(
         "remove",
         method(lua, "remove", |lua, h: &HeaderMap, args| {
+            h.check_writable()?;
             let name = values::header_name(&args.bytes(lua, 1)?)?;
             if name.starts_with(':') {
                 return script_error(format!(

@@ -6,9 +6,13 @@
 //! with `error(message, 2)`, so scripts get plain string errors that carry their own
 //! chunk name and line (`inline_code:7: ...`), as Envoy's `luaL_error` gives them.
 //! Raising from Rust instead would give a userdata error without a position.
+pub mod body;
+pub mod buffer;
 pub mod handle;
 pub mod header_map;
+pub mod http_call;
 pub mod log;
+pub mod misc;
 pub mod values;
 
 use std::ffi::c_void;
@@ -19,6 +23,7 @@ use crate::host::HostError;
 
 static FAIL_MARK: u8 = 0;
 static YIELD_MARK: u8 = 0;
+static WAIT_MARK: u8 = 0;
 
 /// Returned (with a message) by raw methods to make their Lua wrapper raise.
 pub fn fail_marker() -> Value {
@@ -31,6 +36,12 @@ pub fn yield_marker() -> Value {
     Value::LightUserData(LightUserData(std::ptr::addr_of!(YIELD_MARK) as *mut c_void))
 }
 
+/// Returned by the raw part of a blocking method when what it needs has not
+/// arrived: the Lua wrapper yields and calls it again when the driver resumes.
+pub fn wait_marker() -> Value {
+    Value::LightUserData(LightUserData(std::ptr::addr_of!(WAIT_MARK) as *mut c_void))
+}
+
 /// An error from an API method.
 #[derive(Debug)]
 pub enum ApiError {
@@ -41,6 +52,15 @@ pub enum ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Script(m) => m.clone(),
+            ApiError::Lua(e) => crate::stream::describe_error(e),
+        }
+    }
+}
 
 impl From<mlua::Error> for ApiError {
     fn from(e: mlua::Error) -> Self {
@@ -96,6 +116,15 @@ impl Args {
         }
     }
 
+    /// An optional boolean argument (`nil`/absent = `None`).
+    pub fn opt_bool(&self, n: usize) -> ApiResult<Option<bool>> {
+        match self.get(n) {
+            Value::Nil => Ok(None),
+            Value::Boolean(b) => Ok(Some(*b)),
+            _ => self.bad(n, "boolean"),
+        }
+    }
+
     pub fn integer(&self, n: usize) -> ApiResult<i64> {
         match self.get(n) {
             Value::Integer(i) => Ok(*i),
@@ -146,6 +175,7 @@ pub fn raw_methods(lua: &Lua, env: &std::rc::Rc<crate::stream::VmEnv>) -> mlua::
     let raw = lua.create_table()?;
     raw.set("Handle", handle::raw_methods(lua, env)?)?;
     raw.set("HeaderMap", header_map::raw_methods(lua, env)?)?;
+    raw.set("Buffer", buffer::raw_methods(lua, env)?)?;
     Ok(raw)
 }
 

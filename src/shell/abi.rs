@@ -4,7 +4,7 @@
 //! the status instead. Signatures are those of the ABI v0.2.1 (`env.proxy_*`).
 use std::ptr::null_mut;
 
-use crate::host::{HostError, HostResult, LocalReply, LogLevel, MapType};
+use crate::host::{BufferType, HostError, HostResult, LocalReply, LogLevel, MapType, StreamType};
 use crate::pairs;
 
 #[link(wasm_import_module = "env")]
@@ -33,6 +33,22 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_close_stream(stream_type: u32) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     #[allow(clippy::too_many_arguments)]
     fn proxy_send_local_response(
         status_code: u32,
@@ -133,4 +149,54 @@ pub fn send_local_reply(reply: &LocalReply) -> HostResult<()> {
         )
     };
     check("send_local_response", status)
+}
+
+/// Bytes of a body buffer; an absent or empty buffer reads as empty.
+pub fn buffer(buffer: BufferType, start: usize, len: usize) -> HostResult<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: out-pointers are valid for writes.
+    let status = unsafe { proxy_get_buffer_bytes(buffer as u32, start, len, &mut data, &mut size) };
+    match status {
+        OK => Ok(take_host_buffer(data, size)),
+        NOT_FOUND | EMPTY => Ok(Vec::new()),
+        status => Err(HostError { call: "get_buffer_bytes", status }),
+    }
+}
+
+pub fn set_buffer(buffer: BufferType, start: usize, len: usize, data: &[u8]) -> HostResult<()> {
+    // SAFETY: pointer and length describe a live buffer.
+    let status = unsafe { proxy_set_buffer_bytes(buffer as u32, start, len, data.as_ptr(), data.len()) };
+    check("set_buffer_bytes", status)
+}
+
+pub fn continue_stream(stream: StreamType) -> HostResult<()> {
+    // SAFETY: plain value arguments.
+    check("continue_stream", unsafe { proxy_continue_stream(stream as u32) })
+}
+
+pub fn close_stream(stream: StreamType) -> HostResult<()> {
+    // SAFETY: plain value arguments.
+    check("close_stream", unsafe { proxy_close_stream(stream as u32) })
+}
+
+/// A property by path (parts joined with NUL, as the ABI wants); `None` if unset.
+pub fn property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    let joined = path.join("\0");
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointer and length describe a live string; out-pointers are valid.
+    let status = unsafe { proxy_get_property(joined.as_ptr(), joined.len(), &mut data, &mut size) };
+    match status {
+        OK => Ok(Some(take_host_buffer(data, size))),
+        NOT_FOUND | EMPTY => Ok(None),
+        status => Err(HostError { call: "get_property", status }),
+    }
+}
+
+pub fn now_nanos() -> u64 {
+    let mut t = 0u64;
+    // SAFETY: out-pointer is valid for writes.
+    let _ = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
+    t
 }

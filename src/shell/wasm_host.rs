@@ -1,5 +1,9 @@
 //! [`Host`] over the Proxy-Wasm ABI.
-use crate::host::{HeaderPair, Host, HostResult, LocalReply, LogLevel, MapType};
+use std::time::Duration;
+
+use proxy_wasm::types::Status;
+
+use crate::host::{BufferType, HeaderPair, Host, HostResult, HttpCallError, LocalReply, LogLevel, MapType, StreamType};
 
 use super::abi;
 
@@ -23,5 +27,46 @@ impl Host for WasmHost {
     }
     fn send_local_reply(&self, reply: &LocalReply) -> HostResult<()> {
         abi::send_local_reply(reply)
+    }
+    fn buffer(&self, buffer: BufferType, start: usize, len: usize) -> HostResult<Vec<u8>> {
+        abi::buffer(buffer, start, len)
+    }
+    fn set_buffer(&self, buffer: BufferType, start: usize, len: usize, data: &[u8]) -> HostResult<()> {
+        abi::set_buffer(buffer, start, len, data)
+    }
+    fn continue_stream(&self, stream: StreamType) -> HostResult<()> {
+        abi::continue_stream(stream)
+    }
+    fn close_stream(&self, stream: StreamType) -> HostResult<()> {
+        abi::close_stream(stream)
+    }
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+        timeout_ms: u32,
+    ) -> Result<u32, HttpCallError> {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // The SDK's dispatch registers the token so the answer is routed back to
+        // this stream's context. It panics only on statuses Envoy never returns
+        // from http_call (Envoy: Ok, BadArgument, InternalFailure).
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers,
+            body,
+            Vec::new(),
+            Duration::from_millis(u64::from(timeout_ms)),
+        ) {
+            Ok(token) => Ok(token),
+            Err(Status::BadArgument) => Err(HttpCallError::BadArgument),
+            Err(_) => Err(HttpCallError::Failed),
+        }
+    }
+    fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+        abi::property(path)
+    }
+    fn now_nanos(&self) -> u64 {
+        abi::now_nanos()
     }
 }

@@ -2,19 +2,41 @@
 //! (lower-case names, replace = remove all + append), recorded logs and replies.
 // Test-only code: panicking on a broken fixture is the right failure here.
 #![allow(dead_code, clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use proxy_wasm_lua::config::Config;
-use proxy_wasm_lua::host::{HeaderPair, Host, HostError, HostResult, LocalReply, LogLevel, MapType};
+use proxy_wasm_lua::host::{
+    BufferType, HeaderPair, Host, HostError, HostResult, HttpCallError, LocalReply, LogLevel, MapType, StreamType,
+};
 use proxy_wasm_lua::runtime::Runtime;
 use proxy_wasm_lua::stream::{Stream, Verdict};
 
+/// An HTTP call the plugin started.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub timeout_ms: u32,
+}
+
 #[derive(Default)]
 pub struct FakeHost {
-    pub maps: RefCell<[Vec<HeaderPair>; 4]>,
+    /// Header maps by ABI map type (0-3 stream maps, 6 = http call response).
+    pub maps: RefCell<[Vec<HeaderPair>; 7]>,
+    /// Body buffers by ABI buffer type (0 request, 1 response, 4 call response).
+    pub buffers: RefCell<[Vec<u8>; 5]>,
     pub logs: RefCell<Vec<(LogLevel, String)>>,
     pub replies: RefCell<Vec<LocalReply>>,
+    pub continued: RefCell<Vec<StreamType>>,
+    pub closed: RefCell<Vec<StreamType>>,
+    pub calls: RefCell<Vec<Call>>,
+    /// What the next http_call returns instead of a new token.
+    pub call_error: RefCell<Option<HttpCallError>>,
+    pub properties: RefCell<HashMap<String, Vec<u8>>>,
+    pub now: Cell<u64>,
     /// Makes every header-map call fail with this status.
     pub fail_status: RefCell<Option<u32>>,
 }
@@ -30,6 +52,18 @@ impl FakeHost {
             .iter()
             .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
             .collect()
+    }
+
+    pub fn set_buffer_bytes(&self, buffer: BufferType, data: &[u8]) {
+        self.buffers.borrow_mut()[buffer as usize] = data.to_vec();
+    }
+
+    pub fn buffer_bytes(&self, buffer: BufferType) -> Vec<u8> {
+        self.buffers.borrow()[buffer as usize].clone()
+    }
+
+    pub fn header(&self, map: MapType, name: &str) -> Option<String> {
+        self.get(map).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
     pub fn logs_at(&self, level: LogLevel) -> Vec<String> {
@@ -77,6 +111,60 @@ impl Host for FakeHost {
         self.replies.borrow_mut().push(reply.clone());
         Ok(())
     }
+    fn buffer(&self, buffer: BufferType, start: usize, len: usize) -> HostResult<Vec<u8>> {
+        let buffers = self.buffers.borrow();
+        let data = &buffers[buffer as usize];
+        let start = start.min(data.len());
+        let end = start.saturating_add(len).min(data.len());
+        Ok(data[start..end].to_vec())
+    }
+    // Envoy's rules: start 0 replaces a prefix of `len` bytes, start >= size appends.
+    fn set_buffer(&self, buffer: BufferType, start: usize, len: usize, new: &[u8]) -> HostResult<()> {
+        let mut buffers = self.buffers.borrow_mut();
+        let data = &mut buffers[buffer as usize];
+        if start == 0 {
+            let len = len.min(data.len());
+            data.splice(0..len, new.iter().copied());
+        } else if start >= data.len() {
+            data.extend_from_slice(new);
+        } else {
+            return Err(HostError { call: "set_buffer_bytes", status: 2 });
+        }
+        Ok(())
+    }
+    fn continue_stream(&self, stream: StreamType) -> HostResult<()> {
+        self.continued.borrow_mut().push(stream);
+        Ok(())
+    }
+    fn close_stream(&self, stream: StreamType) -> HostResult<()> {
+        self.closed.borrow_mut().push(stream);
+        Ok(())
+    }
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+        timeout_ms: u32,
+    ) -> Result<u32, HttpCallError> {
+        if let Some(e) = *self.call_error.borrow() {
+            return Err(e);
+        }
+        let mut calls = self.calls.borrow_mut();
+        calls.push(Call {
+            cluster: cluster.into(),
+            headers: headers.to_vec(),
+            body: body.map(<[u8]>::to_vec),
+            timeout_ms,
+        });
+        Ok(calls.len() as u32)
+    }
+    fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+        Ok(self.properties.borrow().get(&path.join(".")).cloned())
+    }
+    fn now_nanos(&self) -> u64 {
+        self.now.get()
+    }
 }
 
 /// A configured plugin (one Lua state) over a fake host.
@@ -105,8 +193,38 @@ impl Plugin {
     pub fn request(&self, headers: &[(&str, &str)]) -> (Stream, Verdict) {
         self.host.set(MapType::RequestHeaders, headers);
         let mut stream = Stream::new(self.runtime.clone());
-        let verdict = stream.on_request_headers();
+        let verdict = stream.on_request_headers(true);
         (stream, verdict)
+    }
+
+    /// A new stream whose request headers are followed by a body.
+    pub fn request_with_body(&self, headers: &[(&str, &str)]) -> (Stream, Verdict) {
+        self.host.set(MapType::RequestHeaders, headers);
+        let mut stream = Stream::new(self.runtime.clone());
+        let verdict = stream.on_request_headers(false);
+        (stream, verdict)
+    }
+
+    /// Delivers one request data frame: appends it to the host's buffer when the
+    /// previous frame was buffered (Pause), replaces it otherwise.
+    pub fn request_data(&self, stream: &mut Stream, data: &[u8], eos: bool, buffered: bool) -> Verdict {
+        let size = self.fill(BufferType::RequestBody, data, buffered);
+        stream.on_request_body(size, eos)
+    }
+
+    pub fn response_data(&self, stream: &mut Stream, data: &[u8], eos: bool, buffered: bool) -> Verdict {
+        let size = self.fill(BufferType::ResponseBody, data, buffered);
+        stream.on_response_body(size, eos)
+    }
+
+    fn fill(&self, buffer: BufferType, data: &[u8], buffered: bool) -> usize {
+        let mut buffers = self.host.buffers.borrow_mut();
+        let buf = &mut buffers[buffer as usize];
+        if !buffered {
+            buf.clear();
+        }
+        buf.extend_from_slice(data);
+        buf.len()
     }
 }
 

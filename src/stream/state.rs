@@ -1,0 +1,360 @@
+//! What the Lua objects of one stream share with the driver.
+//!
+//! Objects (handle, header maps, buffers) hold an `Rc<StreamState>` and always
+//! look at the current state, so an object obtained before a yield stays usable
+//! after it; an operation that is impossible at that moment (editing headers that
+//! were already passed on) fails with a message saying why.
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crate::api::{self, ApiResult};
+use crate::host::{BufferType, HeaderPair, Host, LocalReply, MapType, StreamType};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Request = 0,
+    Response = 1,
+}
+
+impl Direction {
+    pub fn headers_map(self) -> MapType {
+        match self {
+            Direction::Request => MapType::RequestHeaders,
+            Direction::Response => MapType::ResponseHeaders,
+        }
+    }
+
+    pub fn trailers_map(self) -> MapType {
+        match self {
+            Direction::Request => MapType::RequestTrailers,
+            Direction::Response => MapType::ResponseTrailers,
+        }
+    }
+
+    pub fn body_buffer(self) -> BufferType {
+        match self {
+            Direction::Request => BufferType::RequestBody,
+            Direction::Response => BufferType::ResponseBody,
+        }
+    }
+
+    pub fn stream_type(self) -> StreamType {
+        match self {
+            Direction::Request => StreamType::Request,
+            Direction::Response => StreamType::Response,
+        }
+    }
+
+    pub fn hook_name(self) -> &'static str {
+        match self {
+            Direction::Request => "envoy_on_request",
+            Direction::Response => "envoy_on_response",
+        }
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+}
+
+/// One value per direction (indexing by direction cannot go out of bounds).
+#[derive(Default)]
+pub struct PerDirection<T> {
+    request: T,
+    response: T,
+}
+
+impl<T> PerDirection<T> {
+    pub fn get(&self, dir: Direction) -> &T {
+        match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    pub fn get_mut(&mut self, dir: Direction) -> &mut T {
+        match dir {
+            Direction::Request => &mut self.request,
+            Direction::Response => &mut self.response,
+        }
+    }
+}
+
+/// Shared by every stream of one Lua state.
+pub struct VmEnv {
+    pub host: Rc<dyn Host>,
+    /// The host honours StopIteration on headers (Envoy's PluginConfig
+    /// `allow_on_headers_stop_iteration`): headers can be held while the body is
+    /// read. Without it Envoy turns a headers pause into StopAll, which also holds
+    /// the body back, so `body()` must let the headers go first.
+    pub hold_headers_for_body: bool,
+    /// Which stream the host is calling into (host calls act on that stream only).
+    current: Cell<u64>,
+    next_id: Cell<u64>,
+}
+
+impl VmEnv {
+    pub fn new(host: Rc<dyn Host>, hold_headers_for_body: bool) -> Rc<VmEnv> {
+        Rc::new(VmEnv { host, hold_headers_for_body, current: Cell::new(0), next_id: Cell::new(1) })
+    }
+}
+
+/// What a direction's coroutine is parked on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// Not parked (running, finished, or not started).
+    #[default]
+    Nothing,
+    /// `body()`: the whole body.
+    Body,
+    /// The `bodyChunks()` iterator: the next data frame.
+    Chunk,
+    /// `trailers()`.
+    Trailers,
+    /// A synchronous `httpCall()` with this token.
+    HttpCall(u32),
+    /// `respond()` sent a local reply: parked for the rest of the stream.
+    Responded,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Trailers {
+    #[default]
+    None,
+    /// Arrived and held by the current callback (editable).
+    Held,
+    Forwarded,
+}
+
+/// The answer to a synchronous `httpCall()`.
+#[derive(Debug, Default)]
+pub struct CallResult {
+    pub headers: Vec<HeaderPair>,
+    pub body: Vec<u8>,
+    pub return_duplicate_headers: bool,
+}
+
+/// The progress of one direction of the stream.
+#[derive(Default)]
+pub struct Flow {
+    /// Headers arrived.
+    pub seen: Cell<bool>,
+    /// Headers were passed on and can no longer change.
+    pub forwarded: Cell<bool>,
+    /// The message ended (end of stream in headers or data, or trailers).
+    pub end: Cell<bool>,
+    /// Some body data arrived.
+    pub body_seen: Cell<bool>,
+    /// Some body data was passed on without being buffered.
+    pub body_passed: Cell<bool>,
+    /// The host buffers this direction's data for us (the last data callback paused).
+    pub buffering: Cell<bool>,
+    /// The whole buffered body, once the message ended while buffering.
+    pub body: RefCell<Option<Vec<u8>>>,
+    /// `body(true)` on a message without a body: what `setBytes` put there.
+    pub injected: RefCell<Option<Vec<u8>>>,
+    /// The buffered body was passed on: `setBytes` is no longer possible.
+    pub body_forwarded: Cell<bool>,
+    /// A `bodyChunks()` iteration started.
+    pub streaming: Cell<bool>,
+    /// Size of the host's body buffer in the current data callback.
+    pub frame_len: Cell<usize>,
+    /// Id of the data frame readable now (only inside its data callback).
+    pub frame: Cell<Option<u64>>,
+    pub frame_seq: Cell<u64>,
+    /// A frame was delivered to the `bodyChunks()` iterator and not yet taken.
+    pub chunk_pending: Cell<bool>,
+    pub trailers: Cell<Trailers>,
+    pub wait: Cell<Wait>,
+    /// We told the host to hold this direction and have not released it yet.
+    pub paused: Cell<bool>,
+    pub call: RefCell<Option<CallResult>>,
+    pub call_duplicates: Cell<bool>,
+}
+
+impl Flow {
+    /// Forgets everything (a local reply replaced this direction's message).
+    pub fn reset(&self) {
+        self.seen.set(false);
+        self.forwarded.set(false);
+        self.end.set(false);
+        self.body_seen.set(false);
+        self.body_passed.set(false);
+        self.buffering.set(false);
+        self.body.replace(None);
+        self.injected.replace(None);
+        self.body_forwarded.set(false);
+        self.streaming.set(false);
+        self.frame_len.set(0);
+        self.frame.set(None);
+        self.chunk_pending.set(false);
+        self.trailers.set(Trailers::None);
+        self.wait.set(Wait::Nothing);
+        self.paused.set(false);
+        self.call.replace(None);
+    }
+}
+
+/// State of one HTTP stream, shared by the driver and the Lua objects of that
+/// stream (which may outlive it, e.g. when a script stores them in a global).
+pub struct StreamState {
+    pub env: Rc<VmEnv>,
+    id: u64,
+    pub(super) alive: Cell<bool>,
+    pub flows: PerDirection<Flow>,
+    /// A local reply (respond() or fail-closed) was sent for this stream.
+    responded: Cell<bool>,
+    /// Header maps read during the current callback, dropped on every write and
+    /// at the next callback (other filters may change them in between).
+    cache: RefCell<[Option<Rc<Vec<HeaderPair>>>; 4]>,
+}
+
+impl StreamState {
+    pub(super) fn new(env: Rc<VmEnv>) -> Rc<StreamState> {
+        let id = env.next_id.get();
+        env.next_id.set(id.wrapping_add(1));
+        Rc::new(StreamState {
+            env,
+            id,
+            alive: Cell::new(true),
+            flows: PerDirection::default(),
+            responded: Cell::new(false),
+            cache: RefCell::new(Default::default()),
+        })
+    }
+
+    pub fn host(&self) -> &dyn Host {
+        self.env.host.as_ref()
+    }
+
+    pub fn flow(&self, dir: Direction) -> &Flow {
+        self.flows.get(dir)
+    }
+
+    pub fn responded(&self) -> bool {
+        self.responded.get()
+    }
+
+    pub fn forwarded(&self, dir: Direction) -> bool {
+        self.flow(dir).forwarded.get()
+    }
+
+    pub(super) fn enter(&self) {
+        self.env.current.set(self.id);
+        if let Ok(mut c) = self.cache.try_borrow_mut() {
+            *c = Default::default();
+        }
+    }
+
+    pub(super) fn leave(&self) {
+        self.env.current.set(0);
+    }
+
+    /// Host calls are only valid for the stream the host is calling into.
+    pub fn check_active(&self) -> ApiResult<()> {
+        if !self.alive.get() {
+            return api::script_error(
+                "object used after its stream ended (stream objects must not be kept across requests)",
+            );
+        }
+        if self.env.current.get() != self.id {
+            return api::script_error(
+                "object used outside of its stream (stream objects must not be kept across requests)",
+            );
+        }
+        Ok(())
+    }
+
+    fn map_direction(map: MapType) -> Direction {
+        match map {
+            MapType::RequestHeaders | MapType::RequestTrailers => Direction::Request,
+            MapType::ResponseHeaders | MapType::ResponseTrailers | MapType::HttpCallResponseHeaders => {
+                Direction::Response
+            }
+        }
+    }
+
+    fn is_trailers(map: MapType) -> bool {
+        matches!(map, MapType::RequestTrailers | MapType::ResponseTrailers)
+    }
+
+    /// The entries of a header map, read once per callback.
+    pub fn header_pairs(&self, map: MapType) -> ApiResult<Rc<Vec<HeaderPair>>> {
+        self.check_active()?;
+        let dir = Self::map_direction(map);
+        if !self.flow(dir).seen.get() {
+            return api::script_error(format!("the {} headers have not arrived yet", dir.noun()));
+        }
+        if Self::is_trailers(map) && self.flow(dir).trailers.get() == Trailers::None {
+            return api::script_error(format!("the {} has no trailers", dir.noun()));
+        }
+        if let Some(Some(cached)) = self.cache.try_borrow().ok().map(|c| c.get(map as usize).cloned().flatten()) {
+            return Ok(cached);
+        }
+        let pairs = Rc::new(self.host().header_pairs(map)?);
+        if let Ok(mut c) = self.cache.try_borrow_mut() {
+            if let Some(slot) = c.get_mut(map as usize) {
+                *slot = Some(pairs.clone());
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// The value of one header (joined with "," when repeated), if present.
+    pub fn header_value(&self, map: MapType, name: &str) -> ApiResult<Option<Vec<u8>>> {
+        let pairs = self.header_pairs(map)?;
+        let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_slice());
+        let Some(first) = values.next() else { return Ok(None) };
+        let mut out = first.to_vec();
+        for v in values {
+            out.push(b',');
+            out.extend_from_slice(v);
+        }
+        Ok(Some(out))
+    }
+
+    /// Runs a header map change if the map can still change.
+    pub fn modify_headers(&self, map: MapType, change: impl FnOnce(&dyn Host) -> ApiResult<()>) -> ApiResult<()> {
+        self.check_active()?;
+        let dir = Self::map_direction(map);
+        if Self::is_trailers(map) {
+            if self.flow(dir).trailers.get() != Trailers::Held {
+                return api::script_error(format!(
+                    "trailers can no longer be modified: the {} trailers were already forwarded",
+                    dir.noun()
+                ));
+            }
+        } else {
+            // After a local reply the request can no longer change; the reply's own
+            // response headers still can (Envoy runs envoy_on_response on it).
+            let request_replaced = dir == Direction::Request && self.responded();
+            if self.forwarded(dir) || request_replaced {
+                return api::script_error(format!(
+                    "header map can no longer be modified: the {} headers were already forwarded",
+                    dir.noun()
+                ));
+            }
+        }
+        self.drop_cached(map);
+        change(self.host())
+    }
+
+    pub fn drop_cached(&self, map: MapType) {
+        if let Ok(mut c) = self.cache.try_borrow_mut() {
+            if let Some(slot) = c.get_mut(map as usize) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Sends a local reply for this stream.
+    pub fn send_local_reply(&self, reply: &LocalReply) -> ApiResult<()> {
+        self.check_active()?;
+        self.host().send_local_reply(reply)?;
+        self.responded.set(true);
+        Ok(())
+    }
+}
