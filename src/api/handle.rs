@@ -65,7 +65,15 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
 /// response headers are held: the reply replaces the upstream response.
 fn respond(lua: &Lua, h: &Handle, args: &super::Args) -> ApiResult<()> {
     h.state.check_active()?;
-    if h.state.forwarded(h.dir) {
+    // While the response has not started, a local reply can still replace the
+    // exchange even if the request headers went upstream (Envoy then drops the
+    // upstream request); the native filter refuses that case (envoy#12985).
+    let response_started = h.state.flow(Direction::Response).seen.get();
+    let too_late = match h.dir {
+        Direction::Request => response_started,
+        Direction::Response => h.state.forwarded(Direction::Response),
+    };
+    if too_late {
         return script_error("respond() cannot be called if headers have been continued");
     }
     if h.dir == Direction::Response && h.state.responded() {

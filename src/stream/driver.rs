@@ -129,7 +129,9 @@ impl Stream {
                 let run = self.resume(dir);
                 self.after_run(dir, Callback::Data, run)
             }
-            Wait::Chunk if size > 0 || !end_of_stream => {
+            // Envoy's native filter hands the iterator every frame, even the empty
+            // one that ends a chunked message.
+            Wait::Chunk => {
                 let seq = flow.frame_seq.get().wrapping_add(1);
                 flow.frame_seq.set(seq);
                 flow.frame.set(Some(seq));
@@ -138,7 +140,7 @@ impl Stream {
                 self.flow(dir).frame.set(None);
                 self.after_run(dir, Callback::Data, run)
             }
-            Wait::Chunk | Wait::Trailers if end_of_stream => {
+            Wait::Trailers if end_of_stream => {
                 let run = self.resume(dir);
                 self.after_run(dir, Callback::Data, run)
             }
@@ -152,7 +154,7 @@ impl Stream {
                 self.hold(dir, Callback::Data)
             }
             Wait::Responded => Verdict::Pause,
-            Wait::Chunk | Wait::Trailers | Wait::Nothing => self.release(dir, Callback::Data),
+            Wait::Trailers | Wait::Nothing => self.release(dir, Callback::Data),
         }
     }
 
@@ -321,6 +323,16 @@ impl Stream {
     /// Passes the direction on: Continue from its own callback, or
     /// `continue_stream` when it was paused and the run happened elsewhere.
     fn release(&mut self, dir: Direction, cb: Callback) -> Verdict {
+        // Envoy's Wasm context forgets a header map once it continues; keep a copy
+        // for a coroutine that may still read it (or a response hook reading the
+        // request headers).
+        let keep_request = dir == Direction::Request && self.state.env.keep_request_headers;
+        if !self.flow(dir).forwarded.get() && (self.threads.get(dir).is_some() || keep_request) {
+            self.state.keep_headers(dir.headers_map());
+        }
+        if self.flow(dir).trailers.get() == Trailers::Held && self.threads.get(dir).is_some() {
+            self.state.keep_headers(dir.trailers_map());
+        }
         let flow = self.flow(dir);
         if cb == Callback::Other {
             if !flow.paused.get() {

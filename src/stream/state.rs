@@ -91,14 +91,23 @@ pub struct VmEnv {
     /// read. Without it Envoy turns a headers pause into StopAll, which also holds
     /// the body back, so `body()` must let the headers go first.
     pub hold_headers_for_body: bool,
+    /// The script calls `downstreamRequestHeaders()`: request headers are copied
+    /// when they are passed on (the host forgets them then).
+    pub keep_request_headers: bool,
     /// Which stream the host is calling into (host calls act on that stream only).
     current: Cell<u64>,
     next_id: Cell<u64>,
 }
 
 impl VmEnv {
-    pub fn new(host: Rc<dyn Host>, hold_headers_for_body: bool) -> Rc<VmEnv> {
-        Rc::new(VmEnv { host, hold_headers_for_body, current: Cell::new(0), next_id: Cell::new(1) })
+    pub fn new(host: Rc<dyn Host>, hold_headers_for_body: bool, keep_request_headers: bool) -> Rc<VmEnv> {
+        Rc::new(VmEnv {
+            host,
+            hold_headers_for_body,
+            keep_request_headers,
+            current: Cell::new(0),
+            next_id: Cell::new(1),
+        })
     }
 }
 
@@ -168,6 +177,9 @@ pub struct Flow {
     /// A frame was delivered to the `bodyChunks()` iterator and not yet taken.
     pub chunk_pending: Cell<bool>,
     pub trailers: Cell<Trailers>,
+    /// Copies of the headers / trailers taken when they were passed on.
+    pub kept_headers: RefCell<Option<Rc<Vec<HeaderPair>>>>,
+    pub kept_trailers: RefCell<Option<Rc<Vec<HeaderPair>>>>,
     pub wait: Cell<Wait>,
     /// We told the host to hold this direction and have not released it yet.
     pub paused: Cell<bool>,
@@ -192,6 +204,8 @@ impl Flow {
         self.frame.set(None);
         self.chunk_pending.set(false);
         self.trailers.set(Trailers::None);
+        self.kept_headers.replace(None);
+        self.kept_trailers.replace(None);
         self.wait.set(Wait::Nothing);
         self.paused.set(false);
         self.call.replace(None);
@@ -291,6 +305,16 @@ impl StreamState {
         if Self::is_trailers(map) && self.flow(dir).trailers.get() == Trailers::None {
             return api::script_error(format!("the {} has no trailers", dir.noun()));
         }
+        let flow = self.flow(dir);
+        let kept = if Self::is_trailers(map) { &flow.kept_trailers } else { &flow.kept_headers };
+        if let Some(kept) = kept.borrow().as_ref() {
+            return Ok(kept.clone());
+        }
+        self.fresh_header_pairs(map)
+    }
+
+    /// Reads a header map through the per-callback cache.
+    fn fresh_header_pairs(&self, map: MapType) -> ApiResult<Rc<Vec<HeaderPair>>> {
         if let Some(Some(cached)) = self.cache.try_borrow().ok().map(|c| c.get(map as usize).cloned().flatten()) {
             return Ok(cached);
         }
@@ -301,6 +325,17 @@ impl StreamState {
             }
         }
         Ok(pairs)
+    }
+
+    /// Keeps a copy of a map about to be passed on (Envoy's Wasm context stops
+    /// exposing it then). A failed read keeps nothing: later reads go to the host.
+    pub(super) fn keep_headers(&self, map: MapType) {
+        let dir = Self::map_direction(map);
+        let flow = self.flow(dir);
+        let slot = if Self::is_trailers(map) { &flow.kept_trailers } else { &flow.kept_headers };
+        if let Ok(pairs) = self.fresh_header_pairs(map) {
+            slot.replace(Some(pairs));
+        }
     }
 
     /// The value of one header (joined with "," when repeated), if present.

@@ -48,19 +48,21 @@ class Deployment:
         return None
 
 
-def deploy(version: str, upstream: harness.Upstream, names: list[str]) -> Deployment:
+def deploy(version: str, upstream: harness.Upstream, names: list[str], scenarios: dict = SCENARIOS) -> Deployment:
     admin = harness.free_port()
     listeners, ports = [], {}
     workdir_log = Path(harness.tempfile.mkdtemp(prefix="envoy-access-")) / "access.log"
     for name in names:
-        sc = SCENARIOS[name]
+        sc = scenarios[name]
         for flavour in ("wasm", "native") if sc.native else ("wasm",):
             key = name if flavour == "wasm" else f"native:{name}"
             port = harness.free_port()
             ports[key] = port
             if flavour == "wasm":
                 cfg = ({"inline_code": sc.script} if sc.script is not None else {}) | sc.config
-                filt = harness.wasm_filter(cfg)
+                if sc.stop_iteration:
+                    cfg["allow_on_headers_stop_iteration"] = True
+                filt = harness.wasm_filter(cfg, stop_iteration=sc.stop_iteration)
             else:
                 filt = harness.native_lua_filter(sc.script)
             lst = harness.listener(key.replace(":", "_"), port, [filt])

@@ -27,10 +27,19 @@ def envoy_binary(version: str) -> Path:
     return ENVOY_CACHE / version / "envoy" / "_bin" / "envoy"
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same one twice in this process (the OS may
+    hand a just-closed port out again before Envoy binds the first one)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 # --------------------------------------------------------------------------- upstream
@@ -53,11 +62,35 @@ class Received(HeaderLookup):
     path: str
     headers: list[tuple[str, str]]
     body: bytes
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_chunked(rfile) -> tuple[bytes, list[tuple[str, str]]]:
+    """Reads a chunked HTTP/1.1 body and its trailers."""
+    body = b""
+    while True:
+        size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            break
+        body += rfile.read(size)
+        rfile.readline()
+    trailers = []
+    while True:
+        line = rfile.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        trailers.append((k.strip().lower(), v.strip()))
+    return body, trailers
 
 
 class Upstream:
-    """Records every request; answers 200 with a small body, or the status given by
-    a `/status/NNN` path. Adds `x-upstream: yes` and two `x-up-multi` headers."""
+    """Records every request and answers by path:
+    - `/status/NNN`: that status; `/slow/MS`: after MS milliseconds;
+    - `/big/N`: a body of N bytes; `/empty`: 200 with no body;
+    - `/chunked`: a chunked body in three writes; `/trailers`: the same plus a trailer;
+    - anything else: 200 "upstream body\n".
+    Every answer has `x-upstream: yes` and two `x-up-multi` headers."""
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
@@ -71,19 +104,47 @@ class Upstream:
                 pass
 
             def _serve(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
+                trailers: list[tuple[str, str]] = []
+                if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                    body, trailers = read_chunked(self.rfile)
+                else:
+                    length = int(self.headers.get("content-length") or 0)
+                    body = self.rfile.read(length) if length else b""
                 with upstream._lock:
-                    upstream.requests.append(Received(self.command, self.path, list(self.headers.items()), body))
-                status = 200
-                if self.path.startswith("/status/"):
-                    status = int(self.path.split("/")[2])
-                payload = b"upstream body\n"
+                    upstream.requests.append(
+                        Received(self.command, self.path, list(self.headers.items()), body, trailers)
+                    )
+                parts = self.path.split("?")[0].split("/")
+                kind = parts[1] if len(parts) > 1 else ""
+                status, payload = 200, b"upstream body\n"
+                if kind == "status":
+                    status = int(parts[2])
+                elif kind == "slow":
+                    time.sleep(int(parts[2]) / 1000)
+                elif kind == "big":
+                    payload = b"x" * int(parts[2])
+                elif kind == "empty":
+                    payload = b""
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")
                 self.send_header("x-upstream", "yes")
                 self.send_header("x-up-multi", "one")
                 self.send_header("x-up-multi", "two")
+                self.send_header("x-echo-test-id", self.headers.get("x-test-id") or "")
+                if kind in ("chunked", "trailers"):
+                    self.send_header("transfer-encoding", "chunked")
+                    if kind == "trailers":
+                        self.send_header("trailer", "x-up-trailer")
+                    self.end_headers()
+                    for piece in (b"one,", b"two,", b"three"):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                    self.wfile.write(b"0\r\n")
+                    if kind == "trailers":
+                        self.wfile.write(b"x-up-trailer: t1\r\n")
+                    self.wfile.write(b"\r\n")
+                    return
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -111,7 +172,9 @@ class Upstream:
 # --------------------------------------------------------------------------- envoy config
 
 
-def wasm_filter(plugin_config: dict | str, vm_id: str = "lua", root_id: str = "lua") -> dict:
+def wasm_filter(
+    plugin_config: dict | str, vm_id: str = "lua", root_id: str = "lua", stop_iteration: bool = False
+) -> dict:
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     return {
         "name": "envoy.filters.http.wasm",
@@ -127,6 +190,8 @@ def wasm_filter(plugin_config: dict | str, vm_id: str = "lua", root_id: str = "l
                 },
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
                 "fail_open": False,
+                # Envoy >= 1.35: a headers Pause stays StopIteration, so the body still arrives.
+                **({"allow_on_headers_stop_iteration": True} if stop_iteration else {}),
             },
         },
     }
@@ -142,10 +207,14 @@ def native_lua_filter(script: str) -> dict:
     }
 
 
+BUFFER_LIMIT = 65536
+
+
 def listener(name: str, port: int, filters: list[dict]) -> dict:
     return {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
         "filter_chains": [
             {
                 "filters": [
@@ -154,6 +223,7 @@ def listener(name: str, port: int, filters: list[dict]) -> dict:
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": name,
+                            "http_protocol_options": {"enable_trailers": True},
                             "route_config": {
                                 "name": f"{name}_routes",
                                 "virtual_hosts": [
@@ -183,34 +253,34 @@ def listener(name: str, port: int, filters: list[dict]) -> dict:
     }
 
 
+def cluster(name: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {"enable_trailers": True}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}
+            ],
+        },
+    }
+
+
 def bootstrap(admin_port: int, upstream_port: int, listeners: list[dict]) -> dict:
+    """Clusters: `upstream` (the recording server) and `refused` (a closed port)."""
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": listeners,
-            "clusters": [
-                {
-                    "name": "upstream",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "upstream",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {"address": "127.0.0.1", "port_value": upstream_port}
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
+            "clusters": [cluster("upstream", upstream_port), cluster("refused", free_port())],
         },
     }
 
@@ -352,3 +422,30 @@ def request(
         return Response(r.status, r.getheaders(), r.read())
     finally:
         conn.close()
+
+
+def raw_request(
+    port: int,
+    path: str,
+    headers: list[tuple[str, str]],
+    chunks: list[bytes],
+    trailers: list[tuple[str, str]] | None = None,
+    method: str = "POST",
+    timeout: float = 10.0,
+) -> Response:
+    """A chunked request written piece by piece (several data frames at Envoy)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        head = f"{method} {path} HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+        sock.sendall(head.encode())
+        for c in chunks:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(c), c))
+            time.sleep(0.03)
+        tail = b"0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in (trailers or [])).encode() + b"\r\n"
+        sock.sendall(tail)
+        r = http.client.HTTPResponse(sock)
+        r.begin()
+        return Response(r.status, r.getheaders(), r.read())
+    finally:
+        sock.close()

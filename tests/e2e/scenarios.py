@@ -10,6 +10,8 @@ class Scenario:
     script: str | None
     config: dict = field(default_factory=dict)
     native: bool = False
+    # Set Envoy's PluginConfig allow_on_headers_stop_iteration and tell the plugin so.
+    stop_iteration: bool = False
 
 
 HEADERS = r"""
