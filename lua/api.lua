@@ -13,18 +13,41 @@
 local raw, FAIL, YIELD, WAIT = ...
 local error, yield = error, coroutine.yield
 
--- How many values each method returns (wrappers return exactly that many).
+-- How many values each method returns (wrappers return exactly that many; "*":
+-- whatever the raw method returns).
 local RESULTS = {
   Handle = {
     headers = 1, downstreamRequestHeaders = 1,
     base64Escape = 1, base64Decode = 1, timestamp = 1, timestampString = 1,
+    streamInfo = 1, connection = 1,
+    metadata = 1, route = 1, virtualHost = 1, filterContext = 1, connectionStreamInfo = 1,
+    importPublicKey = 1, verifySignature = 2, setUpstreamOverrideHost = 0, clearRouteCache = 0, stats = 1,
   },
-  HeaderMap = { get = 1, getAtIndex = 1, getNumValues = 1, add = 0, replace = 0, remove = 0 },
+  HeaderMap = {
+    get = 1, getAtIndex = 1, getNumValues = 1, add = 0, replace = 0, remove = 0, setHttp1ReasonPhrase = 0,
+  },
   Buffer = { length = 1, getBytes = 1, setBytes = 1 },
+  StreamInfo = {
+    protocol = 1, downstreamLocalAddress = 1, downstreamDirectLocalAddress = 1, downstreamRemoteAddress = 1,
+    downstreamDirectRemoteAddress = 1, requestedServerName = 1, routeName = 1, dynamicMetadata = 1,
+    filterState = 1, downstreamSslConnection = 1, dynamicTypedMetadata = 1, virtualClusterName = 1,
+    drainConnectionUponCompletion = 0,
+  },
+  DynamicMetadata = { get = "*", set = 0 },
+  Connection = { ssl = 1 },
 }
 local LOG = { logTrace = 0, logDebug = 0, logInfo = 0, logWarn = 0, logErr = 0, logCritical = 0 }
 
+local pack, unpack = table.pack, table.unpack
+
 local function wrap(f, n)
+  if n == "*" then -- as many values as the raw method returns (possibly none)
+    return function(...)
+      local r = pack(f(...))
+      if r[1] == FAIL then error(r[2], 2) end
+      return unpack(r, 1, r.n)
+    end
+  end
   if n == 0 then
     return function(...)
       local a, b = f(...)
@@ -109,12 +132,15 @@ handle.respond = function(self, headers, body)
   while true do yield(YIELD) end
 end
 
--- pairs(headers): iterates a snapshot of the entries, in wire order.
-local raw_pairs = raw.HeaderMap._pairs
-objects.HeaderMap.pairs = function(self)
-  local it, msg = raw_pairs(self)
-  if it == FAIL then error(msg, 2) end
-  return it, self, nil
+-- pairs(obj): iterates a snapshot (header entries in wire order; metadata namespaces).
+local function pairs_of(raw_pairs)
+  return function(self)
+    local it, msg = raw_pairs(self)
+    if it == FAIL then error(msg, 2) end
+    return it, self, nil
+  end
 end
+objects.HeaderMap.pairs = pairs_of(raw.HeaderMap._pairs)
+objects.DynamicMetadata.pairs = pairs_of(raw.DynamicMetadata._pairs)
 
 return objects

@@ -4,6 +4,7 @@ use std::rc::Rc;
 use mlua::{Lua, Table, UserData, UserDataFields, Value};
 
 use super::header_map::HeaderMap;
+use super::stream_info::{Connection, StreamInfo};
 use super::{body, http_call, log, method, misc, script_error, values, ApiResult};
 use crate::host::{LocalReply, MapType};
 use crate::stream::{Direction, StreamState, VmEnv, Wait};
@@ -56,9 +57,46 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
     t.set("base64Decode", method(lua, "base64Decode", misc::base64_decode)?)?;
     t.set("timestamp", method(lua, "timestamp", misc::timestamp)?)?;
     t.set("timestampString", method(lua, "timestampString", misc::timestamp_string)?)?;
+    t.set(
+        "streamInfo",
+        method(lua, "streamInfo", |_, h: &Handle, _| {
+            h.state.check_active()?;
+            Ok(StreamInfo::new(h.state.clone()))
+        })?,
+    )?;
+    t.set(
+        "connection",
+        method(lua, "connection", |_, h: &Handle, _| {
+            h.state.check_active()?;
+            Ok(Connection::new(h.state.clone()))
+        })?,
+    )?;
+    for name in NOT_YET {
+        t.set(
+            name,
+            method(lua, name, move |_, _: &Handle, _| -> ApiResult<Value> {
+                script_error(format!("handle:{name}() is not implemented yet in proxy-wasm-lua"))
+            })?,
+        )?;
+    }
     log::add_methods(lua, env, &t)?;
     Ok(t)
 }
+
+/// Methods of Envoy's API this plugin does not provide yet: calling one raises
+/// a clear error instead of "attempt to call a nil value".
+pub const NOT_YET: [&str; 10] = [
+    "metadata",
+    "route",
+    "virtualHost",
+    "filterContext",
+    "connectionStreamInfo",
+    "importPublicKey",
+    "verifySignature",
+    "setUpstreamOverrideHost",
+    "clearRouteCache",
+    "stats",
+];
 
 /// `respond(headers, body?)`: a local reply instead of the message. Unlike
 /// Envoy's native filter it also works in `envoy_on_response` while the

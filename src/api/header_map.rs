@@ -127,6 +127,12 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
         })?,
     )?;
     t.set(
+        "setHttp1ReasonPhrase",
+        method(lua, "setHttp1ReasonPhrase", |_, _: &HeaderMap, _| -> ApiResult<()> {
+            script_error("unsupported on Proxy-Wasm: the ABI has no call to set the HTTP/1 reason phrase")
+        })?,
+    )?;
+    t.set(
         "_pairs",
         method(lua, "pairs", |lua, h: &HeaderMap, _| -> ApiResult<Function> {
             let snapshot = h.state.header_pairs(h.map)?;

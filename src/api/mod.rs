@@ -13,6 +13,7 @@ pub mod header_map;
 pub mod http_call;
 pub mod log;
 pub mod misc;
+pub mod stream_info;
 pub mod values;
 
 use std::ffi::c_void;
@@ -176,6 +177,9 @@ pub fn raw_methods(lua: &Lua, env: &std::rc::Rc<crate::stream::VmEnv>) -> mlua::
     raw.set("Handle", handle::raw_methods(lua, env)?)?;
     raw.set("HeaderMap", header_map::raw_methods(lua, env)?)?;
     raw.set("Buffer", buffer::raw_methods(lua, env)?)?;
+    raw.set("StreamInfo", stream_info::raw_methods(lua, env)?)?;
+    raw.set("DynamicMetadata", stream_info::dynamic_metadata_methods(lua, env)?)?;
+    raw.set("Connection", stream_info::connection_methods(lua, env)?)?;
     Ok(raw)
 }
 

@@ -224,6 +224,8 @@ pub struct StreamState {
     /// Header maps read during the current callback, dropped on every write and
     /// at the next callback (other filters may change them in between).
     cache: RefCell<[Option<Rc<Vec<HeaderPair>>>; 4]>,
+    /// `streamInfo():dynamicMetadata()`: namespace -> table, created on first use.
+    dynamic_metadata: RefCell<Option<mlua::Table>>,
 }
 
 impl StreamState {
@@ -237,6 +239,7 @@ impl StreamState {
             flows: PerDirection::default(),
             responded: Cell::new(false),
             cache: RefCell::new(Default::default()),
+            dynamic_metadata: RefCell::new(None),
         })
     }
 
@@ -246,6 +249,16 @@ impl StreamState {
 
     pub fn flow(&self, dir: Direction) -> &Flow {
         self.flows.get(dir)
+    }
+
+    /// The stream's dynamic metadata store (shared by both directions).
+    pub fn dynamic_metadata(&self, lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+        if let Some(t) = self.dynamic_metadata.borrow().as_ref() {
+            return Ok(t.clone());
+        }
+        let t = lua.create_table()?;
+        self.dynamic_metadata.replace(Some(t.clone()));
+        Ok(t)
     }
 
     pub fn responded(&self) -> bool {

@@ -89,12 +89,14 @@ class Upstream:
     - `/status/NNN`: that status; `/slow/MS`: after MS milliseconds;
     - `/big/N`: a body of N bytes; `/empty`: 200 with no body;
     - `/chunked`: a chunked body in three writes; `/trailers`: the same plus a trailer;
+    - with `x-404-first`: 404 for the first request of an x-test-id, then as usual;
     - anything else: 200 "upstream body\n".
     Every answer has `x-upstream: yes` and two `x-up-multi` headers."""
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self._lock = threading.Lock()
+        self._missed: set[str] = set()
         upstream = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -117,6 +119,11 @@ class Upstream:
                 parts = self.path.split("?")[0].split("/")
                 kind = parts[1] if len(parts) > 1 else ""
                 status, payload = 200, b"upstream body\n"
+                test_id = self.headers.get("x-test-id") or ""
+                if self.headers.get("x-404-first") and test_id not in upstream._missed:
+                    # The first request of this test gets 404, later ones 200.
+                    upstream._missed.add(test_id)
+                    status = 404
                 if kind == "status":
                     status = int(parts[2])
                 elif kind == "slow":

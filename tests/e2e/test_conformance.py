@@ -149,6 +149,92 @@ function envoy_on_response(h)
 end
 """
 
+# The seed script as its author wrote it (cluster name and nothing else changed).
+SEED = r"""
+function envoy_on_request(request_handle)
+    local headers = request_handle:headers()
+    local request_headers_table = {}
+
+    for key, value in pairs(headers) do
+        request_headers_table[key] = value
+    end
+
+    request_handle:streamInfo():dynamicMetadata():set(
+        "envoy.filters.http.lua",
+        "request_headers",
+        request_headers_table)
+end
+
+function envoy_on_response(response_handle)
+    local response_headers = response_handle:headers()
+    resp_status_int = tonumber(response_headers:get(":status"))
+
+    if resp_status_int == 404 then
+        local saved_headers = response_handle:streamInfo():dynamicMetadata():get("envoy.filters.http.lua")["request_headers"]
+        if not saved_headers then
+            response_handle:logErr("No saved headers found in dynamicMetadata")
+            return
+        end
+        response_handle:body(true)
+        local fallback_response_headers, fallback_response_body = response_handle:httpCall(
+            "upstream",
+            saved_headers,
+            "",
+            5000
+        )
+        if tonumber(fallback_response_headers[":status"]) == 404 then
+            return
+        end
+        local response_headers = response_handle:headers()
+        local original_headers = {}
+        for key, _ in pairs(response_headers) do
+            table.insert(original_headers, key)
+        end
+        for _, key in ipairs(original_headers) do
+            if not fallback_response_headers[key] then
+                response_headers:remove(key)
+            end
+        end
+        for key, value in pairs(fallback_response_headers) do
+            response_headers:replace(key, value)
+        end
+        if fallback_response_body == nil then
+            fallback_response_body = ""
+        end
+        response_handle:body(true):setBytes(fallback_response_body)
+    end
+end
+"""
+
+STREAM_INFO = r"""
+function envoy_on_request(h)
+  local si = h:streamInfo()
+  local hd = h:headers()
+  hd:add("x-proto", si:protocol())
+  hd:add("x-remote", (si:downstreamRemoteAddress():gsub(":%d+$", "")))
+  hd:add("x-local", (si:downstreamLocalAddress():gsub("^.*:", "port:") ~= "" and "yes" or "no"))
+  hd:add("x-route", si:routeName())
+  hd:add("x-sni", si:requestedServerName())
+  hd:add("x-ssl", tostring(si:downstreamSslConnection()) .. " " .. tostring(h:connection():ssl()))
+  local dm = si:dynamicMetadata()
+  hd:add("x-dm-missing", select("#", dm:get("nothing.here")))
+  dm:set("ns", "n", {y = 1234, list = {"a", "b"}, flag = true})
+  dm:set("ns", "k", "v")
+  local got = dm:get("ns")
+  hd:add("x-dm", tostring(got.n.y) .. " " .. got.n.list[2] .. " " .. tostring(got.n.flag) .. " " .. got.k)
+  local ok, err = pcall(dm.set, dm, "ns", "bad", function() end)
+  hd:add("x-dm-err", (tostring(err):gsub("^.-:%d+: ", "")))
+  local names = {}
+  for ns, _ in pairs(dm) do names[#names + 1] = ns end
+  hd:add("x-dm-pairs", table.concat(names, ","))
+end
+
+function envoy_on_response(h)
+  local got = h:streamInfo():dynamicMetadata():get("ns")
+  h:headers():add("x-dm-response", got and got.k or "missing")
+end
+"""
+
 UNKNOWN_CLUSTER = r"""
 function envoy_on_request(h)
   h:httpCall("no-such-cluster", {[":method"] = "GET", [":path"] = "/", [":authority"] = "x"}, nil, 100)
@@ -206,6 +292,8 @@ CASES = {
     "call_async": s(CALL_ASYNC),
     "fallback": s(FALLBACK),
     "unknown_cluster": s(UNKNOWN_CLUSTER),
+    "seed": s(SEED),
+    "stream_info": s(STREAM_INFO),
     "kept_headers": s(KEPT_HEADERS),
     "respond_response": s(RESPOND_RESPONSE, native=False),
     "body_deny": s(BODY_DENY),
@@ -452,6 +540,31 @@ def test_fallback_leaves_other_responses_alone(conf, upstream):
     ours, native = both(conf, upstream, "fallback", path="/status/201")
     assert_same_client(ours, native)
     assert ours[1].status == 201
+
+
+def test_seed_script_verbatim_matches_native(conf, upstream):
+    ours, native = both(conf, upstream, "seed", path="/page", headers=[("x-404-first", "1")])
+    assert_same_client(ours, native)
+    assert ours[1].status == 200, ours[1]
+    assert ours[1].body == b"upstream body\n"
+    # Without a 404 the response is left alone.
+    ours, native = both(conf, upstream, "seed", path="/status/201")
+    assert_same_client(ours, native)
+    assert ours[1].status == 201
+
+
+def test_stream_info_and_dynamic_metadata_match_native(conf, upstream):
+    ours, native = both(conf, upstream, "stream_info")
+    assert_same_upstream(ours, native)
+    assert_same_client(ours, native)
+    got = ours[2]
+    assert got.header("x-proto") == "HTTP/1.1"
+    assert got.header("x-remote") == "127.0.0.1"
+    assert got.header("x-route") == "default"
+    assert got.header("x-ssl") == "nil nil"
+    assert got.header("x-dm") == "1234 b true v"
+    assert got.header("x-dm-err") == "unexpected type 'function' in dynamicMetadata"
+    assert ours[1].header("x-dm-response") == "v"
 
 
 def test_unknown_cluster_is_a_script_error(conf, upstream):
