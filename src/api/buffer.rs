@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use mlua::{Lua, Table, UserData, UserDataFields, Value};
 
-use super::{log, method, script_error, ApiResult, Args};
+use super::{log, method, script_error, ApiResult};
 use crate::stream::{Direction, StreamState, VmEnv};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,18 +147,14 @@ impl UserData for Buffer {
     }
 }
 
-fn index_arg(args: &Args, n: usize) -> ApiResult<i64> {
-    args.integer(n)
-}
-
 pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("length", method(lua, "length", |_, b: &Buffer, _| Ok(b.length()? as i64))?)?;
     t.set(
         "getBytes",
         method(lua, "getBytes", |lua, b: &Buffer, args| {
-            let index = index_arg(args, 1)?;
-            let len = index_arg(args, 2)?;
+            let index = args.integer(1)?;
+            let len = args.integer(2)?;
             let size = b.length()? as i64;
             if index < 0 || len < 0 || index.saturating_add(len) > size {
                 return script_error("index/length must be >= 0 and (index + length) must be <= buffer size");

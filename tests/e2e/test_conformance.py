@@ -369,9 +369,10 @@ def assert_same_client(ours, native):
     [
         dict(body=b"hello world"),
         dict(chunks=[b"abc", b"defg", b"hi"]),
+        dict(chunks=[b"abc", b"def"], trailers=[("x-trailer", "tv")]),
         dict(body=bytes(range(256))),
     ],
-    ids=["content-length", "chunked-upload", "binary"],
+    ids=["content-length", "chunked-upload", "ended-by-trailers", "binary"],
 )
 def test_body_read_matches_native(conf, upstream, req):
     ours, native = both(conf, upstream, "body_read", **req)
