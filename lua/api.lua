@@ -35,6 +35,14 @@ local RESULTS = {
   },
   DynamicMetadata = { get = "*", set = 0 },
   Connection = { ssl = 1 },
+  FilterState = { get = "*", set = 0 },
+  Metadata = { get = "*" },
+  Route = { metadata = 1 },
+  PublicKey = { get = 1 },
+  Stats = { counter = 1, gauge = 1, histogram = 1 },
+  Counter = { inc = 0, add = 0, value = 1 },
+  Gauge = { inc = 0, dec = 0, add = 0, sub = 0, set = 0, value = 1 },
+  Histogram = { recordValue = 0 },
 }
 local LOG = { logTrace = 0, logDebug = 0, logInfo = 0, logWarn = 0, logErr = 0, logCritical = 0 }
 
@@ -52,6 +60,13 @@ local function wrap(f, n)
     return function(...)
       local a, b = f(...)
       if a == FAIL then error(b, 2) end
+    end
+  end
+  if n == 2 then
+    return function(...)
+      local a, b = f(...)
+      if a == FAIL then error(b, 2) end
+      return a, b
     end
   end
   return function(...)
@@ -142,5 +157,6 @@ local function pairs_of(raw_pairs)
 end
 objects.HeaderMap.pairs = pairs_of(raw.HeaderMap._pairs)
 objects.DynamicMetadata.pairs = pairs_of(raw.DynamicMetadata._pairs)
+objects.Metadata.pairs = pairs_of(raw.Metadata._pairs)
 
 return objects

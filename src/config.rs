@@ -3,6 +3,8 @@
 //! config is refused by the host instead of failing requests later.
 use serde::Deserialize;
 
+use crate::stream::ApiSettings;
+
 /// A script given as a string or, as in Envoy's `DataSource`, `{"inline_string": ...}`.
 #[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(untagged, expecting = "a string or {\"inline_string\": \"...\"}")]
@@ -26,6 +28,9 @@ struct RawConfig {
     fail_open: bool,
     #[serde(default)]
     allow_on_headers_stop_iteration: bool,
+    filter_name: Option<String>,
+    filter_context: Option<serde_json::Map<String, serde_json::Value>>,
+    stat_prefix: Option<String>,
 }
 
 /// A validated configuration.
@@ -41,6 +46,8 @@ pub struct Config {
     /// body, as Envoy's native filter does. It must match the host's setting:
     /// without host support a held header also holds the body back.
     pub allow_on_headers_stop_iteration: bool,
+    /// `filter_name`, `filter_context` and `stat_prefix` (see README).
+    pub api: ApiSettings,
 }
 
 impl Config {
@@ -69,11 +76,26 @@ impl Config {
                 )
             }
         };
+        if let Some(prefix) = &raw.stat_prefix {
+            if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(format!(
+                    "invalid plugin configuration: `stat_prefix` {prefix:?} must be non-empty and use only letters, digits, '_' and '-'"
+                ));
+            }
+        }
+        if raw.filter_name.as_deref() == Some("") {
+            return Err("invalid plugin configuration: `filter_name` must not be empty".into());
+        }
         Ok(Config {
             script_name,
             script,
             fail_open: raw.fail_open,
             allow_on_headers_stop_iteration: raw.allow_on_headers_stop_iteration,
+            api: ApiSettings {
+                filter_name: raw.filter_name,
+                filter_context: raw.filter_context,
+                stat_prefix: raw.stat_prefix,
+            },
         })
     }
 }
@@ -104,5 +126,8 @@ mod tests {
         assert!(err(r#"{"fail_open": true}"#).contains("missing script"));
         assert!(err("").contains("empty"));
         assert!(err("{not json").contains("line 1 column 2"));
+        assert!(err(r#"{"inline_code": "x", "filter_context": [1]}"#).contains("expected a map"));
+        assert!(err(r#"{"inline_code": "x", "stat_prefix": "a.b"}"#).contains("`stat_prefix` \"a.b\""));
+        assert!(err(r#"{"inline_code": "x", "filter_name": ""}"#).contains("`filter_name` must not be empty"));
     }
 }

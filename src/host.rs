@@ -39,6 +39,14 @@ pub enum HttpCallError {
     Failed,
 }
 
+/// Proxy-Wasm metric types (ABI values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
+
 /// Proxy-Wasm log levels (ABI values), also the six `handle:log*` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -120,4 +128,14 @@ pub trait Host {
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>>;
     /// Wall-clock time, nanoseconds since the Unix epoch.
     fn now_nanos(&self) -> u64;
+    /// A host extension function by name (status NotFound: the host has none).
+    fn call_foreign_function(&self, name: &str, args: &[u8]) -> HostResult<Vec<u8>>;
+    /// Defines (or finds) a metric; the id is stable for the VM's lifetime.
+    fn define_metric(&self, kind: MetricType, name: &str) -> HostResult<u32>;
+    /// Adds `offset` to a counter (offset >= 0) or gauge.
+    fn increment_metric(&self, id: u32, offset: i64) -> HostResult<()>;
+    /// Sets a gauge, or records a histogram sample.
+    fn record_metric(&self, id: u32, value: u64) -> HostResult<()>;
+    /// The current value of a counter or gauge.
+    fn get_metric(&self, id: u32) -> HostResult<u64>;
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod host;
 pub mod pairs;
+pub mod proto;
 pub mod runtime;
 pub mod stream;
 

@@ -36,7 +36,7 @@ impl Runtime {
         // Scripts can only reach downstreamRequestHeaders() by naming it; only then
         // is a copy of every request's headers worth keeping.
         let keep_request_headers = config.script.contains("downstreamRequestHeaders");
-        let env = VmEnv::new(host, config.allow_on_headers_stop_iteration, keep_request_headers);
+        let env = VmEnv::new(host, config.allow_on_headers_stop_iteration, keep_request_headers, config.api.clone());
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
         let lua = Lua::new_with(libs, LuaOptions::new()).map_err(|e| format!("cannot create the Lua state: {e}"))?;
         let internal = |what: &str, e: mlua::Error| format!("internal error ({what}): {}", describe_error(&e));

@@ -4,8 +4,10 @@ use std::rc::Rc;
 use mlua::{Lua, Table, UserData, UserDataFields, Value};
 
 use super::header_map::HeaderMap;
+use super::metadata::{self, RouteObject};
+use super::stats::Stats;
 use super::stream_info::{Connection, StreamInfo};
-use super::{body, http_call, log, method, misc, script_error, values, ApiResult};
+use super::{body, crypto, http_call, log, method, misc, script_error, unsupported, values, ApiResult};
 use crate::host::{LocalReply, MapType};
 use crate::stream::{Direction, StreamState, VmEnv, Wait};
 
@@ -71,32 +73,85 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
             Ok(Connection::new(h.state.clone()))
         })?,
     )?;
-    for name in NOT_YET {
-        t.set(
-            name,
-            method(lua, name, move |_, _: &Handle, _| -> ApiResult<Value> {
-                script_error(format!("handle:{name}() is not implemented yet in proxy-wasm-lua"))
-            })?,
-        )?;
-    }
+    t.set("metadata", method(lua, "metadata", |lua, h: &Handle, _| metadata::route_metadata(lua, &h.state))?)?;
+    t.set(
+        "route",
+        method(lua, "route", |_, h: &Handle, _| {
+            h.state.check_active()?;
+            Ok(RouteObject::route(h.state.clone()))
+        })?,
+    )?;
+    t.set(
+        "virtualHost",
+        method(lua, "virtualHost", |_, h: &Handle, _| {
+            h.state.check_active()?;
+            Ok(RouteObject::virtual_host(h.state.clone()))
+        })?,
+    )?;
+    t.set(
+        "filterContext",
+        method(lua, "filterContext", |lua, h: &Handle, _| metadata::filter_context(lua, &h.state))?,
+    )?;
+    t.set(
+        "connectionStreamInfo",
+        method(lua, "connectionStreamInfo", |_, h: &Handle, _| -> ApiResult<Value> {
+            h.state.check_active()?;
+            unsupported(
+                "handle:connectionStreamInfo()",
+                "Envoy gives a Wasm HTTP filter the stream's properties only; connection-level dynamic metadata is not among them",
+            )
+        })?,
+    )?;
+    t.set("importPublicKey", method(lua, "importPublicKey", crypto::import_public_key)?)?;
+    t.set("verifySignature", method(lua, "verifySignature", crypto::verify_signature)?)?;
+    t.set(
+        "stats",
+        method(lua, "stats", |_, h: &Handle, _| {
+            h.state.check_active()?;
+            Ok(Stats::new(h.state.env.clone()))
+        })?,
+    )?;
+    t.set("clearRouteCache", method(lua, "clearRouteCache", clear_route_cache)?)?;
+    t.set("setUpstreamOverrideHost", method(lua, "setUpstreamOverrideHost", set_upstream_override_host)?)?;
     log::add_methods(lua, env, &t)?;
     Ok(t)
 }
 
-/// Methods of Envoy's API this plugin does not provide yet: calling one raises
-/// a clear error instead of "attempt to call a nil value".
-pub const NOT_YET: [&str; 10] = [
-    "metadata",
-    "route",
-    "virtualHost",
-    "filterContext",
-    "connectionStreamInfo",
-    "importPublicKey",
-    "verifySignature",
-    "setUpstreamOverrideHost",
-    "clearRouteCache",
-    "stats",
-];
+/// `clearRouteCache()`: Envoy's `clear_route_cache` foreign function. A no-op
+/// on the response path, as in Envoy.
+fn clear_route_cache(_: &Lua, h: &Handle, _: &super::Args) -> ApiResult<()> {
+    h.state.check_active()?;
+    if h.dir == Direction::Response {
+        return Ok(());
+    }
+    match h.state.host().call_foreign_function("clear_route_cache", &[]) {
+        Ok(_) => Ok(()),
+        Err(e) if e.status == 1 => {
+            unsupported("handle:clearRouteCache()", "this host has no clear_route_cache foreign function")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `setUpstreamOverrideHost(host, strict?)`: arguments are checked as Envoy
+/// checks them; then, on the request path, the call fails: no host call or
+/// property reaches Envoy's upstream override host.
+fn set_upstream_override_host(lua: &Lua, h: &Handle, args: &super::Args) -> ApiResult<()> {
+    h.state.check_active()?;
+    let host = String::from_utf8_lossy(&args.bytes(lua, 1)?).into_owned();
+    args.opt_bool(2)?;
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok() || host.parse::<std::net::SocketAddr>().is_ok();
+    if !is_ip {
+        return script_error("host is not a valid IP address");
+    }
+    if h.dir == Direction::Response {
+        return Ok(());
+    }
+    unsupported(
+        "handle:setUpstreamOverrideHost()",
+        "the ABI has no call or property that sets Envoy's upstream override host (and Envoy registers no foreign function for it)",
+    )
+}
 
 /// `respond(headers, body?)`: a local reply instead of the message. Unlike
 /// Envoy's native filter it also works in `envoy_on_response` while the

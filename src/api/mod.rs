@@ -8,11 +8,14 @@
 //! Raising from Rust instead would give a userdata error without a position.
 pub mod body;
 pub mod buffer;
+pub mod crypto;
 pub mod handle;
 pub mod header_map;
 pub mod http_call;
 pub mod log;
+pub mod metadata;
 pub mod misc;
+pub mod stats;
 pub mod stream_info;
 pub mod values;
 
@@ -79,6 +82,12 @@ pub fn script_error<T>(msg: impl Into<String>) -> ApiResult<T> {
     Err(ApiError::Script(msg.into()))
 }
 
+/// The error of a method the Proxy-Wasm ABI gives no way to implement; `what`
+/// names the call (`handle:setUpstreamOverrideHost()`), `reason` says why.
+pub fn unsupported<T>(what: &str, reason: &str) -> ApiResult<T> {
+    script_error(format!("{what} is unsupported on Proxy-Wasm: {reason}"))
+}
+
 /// Lua's name for a value's type, as `luaL_typename` prints it.
 pub fn lua_type_name(v: &Value) -> &'static str {
     match v {
@@ -97,6 +106,11 @@ pub struct Args {
 impl Args {
     pub fn get(&self, n: usize) -> &Value {
         self.values.get(n - 1).unwrap_or(&Value::Nil)
+    }
+
+    /// The method's name, for error messages.
+    pub fn method(&self) -> &'static str {
+        self.method
     }
 
     pub fn present(&self, n: usize) -> bool {
@@ -180,6 +194,14 @@ pub fn raw_methods(lua: &Lua, env: &std::rc::Rc<crate::stream::VmEnv>) -> mlua::
     raw.set("StreamInfo", stream_info::raw_methods(lua, env)?)?;
     raw.set("DynamicMetadata", stream_info::dynamic_metadata_methods(lua, env)?)?;
     raw.set("Connection", stream_info::connection_methods(lua, env)?)?;
+    raw.set("FilterState", stream_info::filter_state_methods(lua, env)?)?;
+    raw.set("Metadata", metadata::raw_methods(lua, env)?)?;
+    raw.set("Route", metadata::route_raw_methods(lua, env)?)?;
+    raw.set("PublicKey", crypto::raw_methods(lua, env)?)?;
+    raw.set("Stats", stats::raw_methods(lua, env)?)?;
+    raw.set("Counter", stats::counter_methods(lua, env)?)?;
+    raw.set("Gauge", stats::gauge_methods(lua, env)?)?;
+    raw.set("Histogram", stats::histogram_methods(lua, env)?)?;
     Ok(raw)
 }
 

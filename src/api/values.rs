@@ -85,3 +85,33 @@ pub fn headers_table(lua: &Lua, table: &mlua::Table) -> ApiResult<Vec<(String, V
     }
     Ok(out)
 }
+
+/// Lua → metadata value, with the rules of Envoy's conversion to protobuf:
+/// arrays (positive integer keys) and string-keyed maps, nested; other types fail.
+pub fn copy_metadata_value(lua: &Lua, v: &Value, depth: usize) -> ApiResult<Value> {
+    if depth > 64 {
+        return script_error("dynamic metadata value is nested too deeply");
+    }
+    Ok(match v {
+        Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::Number(_) | Value::String(_) => v.clone(),
+        Value::Table(t) => {
+            let out = lua.create_table()?;
+            for pair in t.pairs::<Value, Value>() {
+                let (k, val) = pair?;
+                match &k {
+                    Value::String(_) | Value::Integer(_) => {}
+                    Value::Number(f) if f.fract() == 0.0 && *f >= 1.0 => {}
+                    other => {
+                        return script_error(format!(
+                            "unexpected type {} in table key (only string keys are supported)",
+                            lua_type_name(other)
+                        ))
+                    }
+                }
+                out.raw_set(k, copy_metadata_value(lua, &val, depth + 1)?)?;
+            }
+            Value::Table(out)
+        }
+        other => return script_error(format!("unexpected type '{}' in dynamicMetadata", lua_type_name(other))),
+    })
+}

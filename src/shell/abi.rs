@@ -4,7 +4,7 @@
 //! the status instead. Signatures are those of the ABI v0.2.1 (`env.proxy_*`).
 use std::ptr::null_mut;
 
-use crate::host::{BufferType, HostError, HostResult, LocalReply, LogLevel, MapType, StreamType};
+use crate::host::{BufferType, HostError, HostResult, LocalReply, LogLevel, MapType, MetricType, StreamType};
 use crate::pairs;
 
 #[link(wasm_import_module = "env")]
@@ -49,6 +49,18 @@ extern "C" {
         return_value_size: *mut usize,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
+    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
     #[allow(clippy::too_many_arguments)]
     fn proxy_send_local_response(
         status_code: u32,
@@ -199,4 +211,42 @@ pub fn now_nanos() -> u64 {
     // SAFETY: out-pointer is valid for writes.
     let _ = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
     t
+}
+
+/// Calls a host extension (Envoy registers e.g. `clear_route_cache`,
+/// `set_envoy_filter_state`); NotFound when this host has no such function.
+pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointers and lengths describe live buffers; out-pointers are valid.
+    let status = unsafe {
+        proxy_call_foreign_function(name.as_ptr(), name.len(), args.as_ptr(), args.len(), &mut data, &mut size)
+    };
+    check("call_foreign_function", status)?;
+    Ok(take_host_buffer(data, size))
+}
+
+pub fn define_metric(kind: MetricType, name: &str) -> HostResult<u32> {
+    let mut id = 0u32;
+    // SAFETY: pointer and length describe a live string; out-pointer is valid.
+    let status = unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
+    check("define_metric", status)?;
+    Ok(id)
+}
+
+pub fn increment_metric(id: u32, offset: i64) -> HostResult<()> {
+    // SAFETY: plain value arguments.
+    check("increment_metric", unsafe { proxy_increment_metric(id, offset) })
+}
+
+pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
+    // SAFETY: plain value arguments.
+    check("record_metric", unsafe { proxy_record_metric(id, value) })
+}
+
+pub fn get_metric(id: u32) -> HostResult<u64> {
+    let mut value = 0u64;
+    // SAFETY: out-pointer is valid for writes.
+    check("get_metric", unsafe { proxy_get_metric(id, &mut value) })?;
+    Ok(value)
 }

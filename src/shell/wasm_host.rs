@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use proxy_wasm::types::Status;
 
-use crate::host::{BufferType, HeaderPair, Host, HostResult, HttpCallError, LocalReply, LogLevel, MapType, StreamType};
+use crate::host::{
+    BufferType, HeaderPair, Host, HostResult, HttpCallError, LocalReply, LogLevel, MapType, MetricType, StreamType,
+};
 
 use super::abi;
 
@@ -68,5 +70,20 @@ impl Host for WasmHost {
     }
     fn now_nanos(&self) -> u64 {
         abi::now_nanos()
+    }
+    fn call_foreign_function(&self, name: &str, args: &[u8]) -> HostResult<Vec<u8>> {
+        abi::call_foreign_function(name, args)
+    }
+    fn define_metric(&self, kind: MetricType, name: &str) -> HostResult<u32> {
+        abi::define_metric(kind, name)
+    }
+    fn increment_metric(&self, id: u32, offset: i64) -> HostResult<()> {
+        abi::increment_metric(id, offset)
+    }
+    fn record_metric(&self, id: u32, value: u64) -> HostResult<()> {
+        abi::record_metric(id, value)
+    }
+    fn get_metric(&self, id: u32) -> HostResult<u64> {
+        abi::get_metric(id)
     }
 }

@@ -9,4 +9,4 @@ mod driver;
 mod state;
 
 pub use driver::{describe_error, Stream, Verdict, SCRIPT_ERROR_BODY, SCRIPT_ERROR_DETAILS};
-pub use state::{CallResult, Direction, Flow, PerDirection, StreamState, Trailers, VmEnv, Wait};
+pub use state::{ApiSettings, CallResult, Direction, Flow, PerDirection, StreamState, Trailers, VmEnv, Wait};

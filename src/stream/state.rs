@@ -5,6 +5,7 @@
 //! after it; an operation that is impossible at that moment (editing headers that
 //! were already passed on) fails with a message saying why.
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::api::{self, ApiResult};
@@ -94,20 +95,65 @@ pub struct VmEnv {
     /// The script calls `downstreamRequestHeaders()`: request headers are copied
     /// when they are passed on (the host forgets them then).
     pub keep_request_headers: bool,
+    /// Configuration the API reads (filter name, filter context, stat prefix).
+    pub settings: ApiSettings,
+    /// The namespace `metadata()` and `route():metadata()` look in first, found
+    /// on first use (the plugin name is a host property).
+    filter_name: RefCell<Option<Rc<str>>>,
+    /// `stats()` metric ids by (type, full name): Envoy defines each once per VM.
+    pub metrics: RefCell<HashMap<(u32, String), u32>>,
     /// Which stream the host is calling into (host calls act on that stream only).
     current: Cell<u64>,
     next_id: Cell<u64>,
 }
 
+/// The parts of the configuration the Lua API needs at request time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiSettings {
+    /// `filter_name`: the namespace of route metadata meant for this filter;
+    /// the plugin name (`plugin_name` property) when unset.
+    pub filter_name: Option<String>,
+    /// `filter_context`: what `handle:filterContext()` returns.
+    pub filter_context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `stat_prefix`: extra segment in `stats()` metric names.
+    pub stat_prefix: Option<String>,
+}
+
 impl VmEnv {
-    pub fn new(host: Rc<dyn Host>, hold_headers_for_body: bool, keep_request_headers: bool) -> Rc<VmEnv> {
+    pub fn new(
+        host: Rc<dyn Host>,
+        hold_headers_for_body: bool,
+        keep_request_headers: bool,
+        settings: ApiSettings,
+    ) -> Rc<VmEnv> {
         Rc::new(VmEnv {
             host,
             hold_headers_for_body,
             keep_request_headers,
+            settings,
+            filter_name: RefCell::new(None),
+            metrics: RefCell::new(HashMap::new()),
             current: Cell::new(0),
             next_id: Cell::new(1),
         })
+    }
+
+    /// The configured `filter_name`, else the plugin's name as Envoy knows it
+    /// (Istio: `<namespace>.<WasmPlugin name>`), else "" when the host has none.
+    pub fn filter_name(&self) -> Rc<str> {
+        if let Some(name) = self.filter_name.borrow().as_ref() {
+            return name.clone();
+        }
+        let name: Rc<str> = match &self.settings.filter_name {
+            Some(n) => n.as_str().into(),
+            None => match self.host.property(&["plugin_name"]) {
+                Ok(Some(v)) => String::from_utf8_lossy(&v).as_ref().into(),
+                // Not cached: a host failure may be transient.
+                _ => return "".into(),
+            },
+        };
+        *self.filter_name.borrow_mut() = Some(name.clone());
+        name
     }
 }
 
@@ -226,6 +272,9 @@ pub struct StreamState {
     cache: RefCell<[Option<Rc<Vec<HeaderPair>>>; 4]>,
     /// `streamInfo():dynamicMetadata()`: namespace -> table, created on first use.
     dynamic_metadata: RefCell<Option<mlua::Table>>,
+    /// Keys `importPublicKey()` parsed, by the handle string its `get()` returns
+    /// (what `verifySignature()` takes), for this stream only, as in Envoy.
+    pub public_keys: RefCell<Vec<(String, rsa::RsaPublicKey)>>,
 }
 
 impl StreamState {
@@ -240,7 +289,13 @@ impl StreamState {
             responded: Cell::new(false),
             cache: RefCell::new(Default::default()),
             dynamic_metadata: RefCell::new(None),
+            public_keys: RefCell::new(Vec::new()),
         })
+    }
+
+    /// This stream's number within the VM (unique while the VM lives).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn host(&self) -> &dyn Host {

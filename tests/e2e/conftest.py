@@ -65,7 +65,7 @@ def deploy(version: str, upstream: harness.Upstream, names: list[str], scenarios
                 filt = harness.wasm_filter(cfg, stop_iteration=sc.stop_iteration)
             else:
                 filt = harness.native_lua_filter(sc.script)
-            lst = harness.listener(key.replace(":", "_"), port, [filt])
+            lst = harness.listener(key.replace(":", "_"), port, sc.pre_filters + [filt])
             hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
             hcm["access_log"] = [
                 {

@@ -216,6 +216,19 @@ def native_lua_filter(script: str) -> dict:
 
 BUFFER_LIMIT = 65536
 
+# Route and virtual-host metadata of every listener. The native filter reads its
+# own under its name (envoy.filters.http.lua); the plugin, named "lua" here,
+# falls back to that name, and a plugin configured with filter_name "custom"
+# reads the "custom" namespace.
+ROUTE_METADATA = {
+    "filter_metadata": {
+        "envoy.filters.http.lua": {"route_key": "route-value", "n": 5, "nested": {"list": ["a", 2, True]}},
+        "custom": {"route_key": "custom-value"},
+        "other.filter": {"route_key": "not for lua"},
+    }
+}
+VHOST_METADATA = {"filter_metadata": {"envoy.filters.http.lua": {"vhost_key": "vhost-value"}}}
+
 
 def listener(name: str, port: int, filters: list[dict]) -> dict:
     return {
@@ -237,8 +250,22 @@ def listener(name: str, port: int, filters: list[dict]) -> dict:
                                     {
                                         "name": "all",
                                         "domains": ["*"],
+                                        "metadata": VHOST_METADATA,
                                         "routes": [
-                                            {"name": "default", "match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+                                            {
+                                                "name": "alt",
+                                                "match": {
+                                                    "prefix": "/",
+                                                    "headers": [{"name": "x-route-to", "string_match": {"exact": "alt"}}],
+                                                },
+                                                "direct_response": {"status": 203, "body": {"inline_string": "alt route"}},
+                                            },
+                                            {
+                                                "name": "default",
+                                                "match": {"prefix": "/"},
+                                                "route": {"cluster": "upstream"},
+                                                "metadata": ROUTE_METADATA,
+                                            },
                                         ],
                                     }
                                 ],

@@ -12,6 +12,8 @@ class Scenario:
     native: bool = False
     # Set Envoy's PluginConfig allow_on_headers_stop_iteration and tell the plugin so.
     stop_iteration: bool = False
+    # HTTP filters placed before the Lua filter (both flavours).
+    pre_filters: list = field(default_factory=list)
 
 
 HEADERS = r"""

@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use proxy_wasm_lua::config::Config;
 use proxy_wasm_lua::host::{
-    BufferType, HeaderPair, Host, HostError, HostResult, HttpCallError, LocalReply, LogLevel, MapType, StreamType,
+    BufferType, HeaderPair, Host, HostError, HostResult, HttpCallError, LocalReply, LogLevel, MapType, MetricType,
+    StreamType,
 };
 use proxy_wasm_lua::runtime::Runtime;
 use proxy_wasm_lua::stream::{Stream, Verdict};
@@ -39,6 +40,13 @@ pub struct FakeHost {
     pub now: Cell<u64>,
     /// Makes every header-map call fail with this status.
     pub fail_status: RefCell<Option<u32>>,
+    /// Foreign functions the host has: name -> result (Err = status).
+    pub foreign: RefCell<HashMap<String, Result<Vec<u8>, u32>>>,
+    /// Foreign function calls made: (name, arguments).
+    pub foreign_calls: RefCell<Vec<(String, Vec<u8>)>>,
+    /// Metrics by id - 1: (type, name, value); histogram samples separately.
+    pub metrics: RefCell<Vec<(MetricType, String, i64)>>,
+    pub samples: RefCell<Vec<(String, u64)>>,
 }
 
 impl FakeHost {
@@ -164,6 +172,55 @@ impl Host for FakeHost {
     }
     fn now_nanos(&self) -> u64 {
         self.now.get()
+    }
+    fn call_foreign_function(&self, name: &str, args: &[u8]) -> HostResult<Vec<u8>> {
+        self.foreign_calls.borrow_mut().push((name.into(), args.to_vec()));
+        match self.foreign.borrow().get(name) {
+            Some(Ok(r)) => Ok(r.clone()),
+            Some(Err(status)) => Err(HostError { call: "call_foreign_function", status: *status }),
+            None => Err(HostError { call: "call_foreign_function", status: 1 }),
+        }
+    }
+    fn define_metric(&self, kind: MetricType, name: &str) -> HostResult<u32> {
+        let mut metrics = self.metrics.borrow_mut();
+        if let Some(i) = metrics.iter().position(|(k, n, _)| *k == kind && n == name) {
+            return Ok(i as u32 + 1);
+        }
+        metrics.push((kind, name.into(), 0));
+        Ok(metrics.len() as u32)
+    }
+    fn increment_metric(&self, id: u32, offset: i64) -> HostResult<()> {
+        let mut metrics = self.metrics.borrow_mut();
+        let m = metrics.get_mut(id as usize - 1).ok_or(HostError { call: "increment_metric", status: 1 })?;
+        if m.0 == MetricType::Histogram || (m.0 == MetricType::Counter && offset < 0) {
+            return Err(HostError { call: "increment_metric", status: 2 });
+        }
+        m.2 += offset;
+        Ok(())
+    }
+    fn record_metric(&self, id: u32, value: u64) -> HostResult<()> {
+        let mut metrics = self.metrics.borrow_mut();
+        let m = metrics.get_mut(id as usize - 1).ok_or(HostError { call: "record_metric", status: 1 })?;
+        match m.0 {
+            MetricType::Histogram => self.samples.borrow_mut().push((m.1.clone(), value)),
+            _ => m.2 = value as i64,
+        }
+        Ok(())
+    }
+    fn get_metric(&self, id: u32) -> HostResult<u64> {
+        let metrics = self.metrics.borrow();
+        let m = metrics.get(id as usize - 1).ok_or(HostError { call: "get_metric", status: 1 })?;
+        if m.0 == MetricType::Histogram {
+            return Err(HostError { call: "get_metric", status: 2 });
+        }
+        Ok(m.2 as u64)
+    }
+}
+
+impl FakeHost {
+    /// The value of the metric with this full name.
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        self.metrics.borrow().iter().find(|(_, n, _)| n == name).map(|m| m.2)
     }
 }
 
