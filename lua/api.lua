@@ -43,6 +43,17 @@ local RESULTS = {
   Counter = { inc = 0, add = 0, value = 1 },
   Gauge = { inc = 0, dec = 0, add = 0, sub = 0, set = 0, value = 1 },
   Histogram = { recordValue = 0 },
+  Ssl = {
+    peerCertificatePresented = 1, peerCertificateValidated = 1, uriSanLocalCertificate = 1,
+    uriSanPeerCertificate = 1, dnsSansLocalCertificate = 1, dnsSansPeerCertificate = 1,
+    oidsPeerCertificate = 1, oidsLocalCertificate = 1, sha256PeerCertificateDigest = 1,
+    serialNumberPeerCertificate = 1, issuerPeerCertificate = 1, subjectPeerCertificate = 1,
+    subjectLocalCertificate = 1, urlEncodedPemEncodedPeerCertificate = 1,
+    urlEncodedPemEncodedPeerCertificateChain = 1, parsedSubjectPeerCertificate = 1,
+    validFromPeerCertificate = 1, expirationPeerCertificate = 1, sessionId = 1, ciphersuiteId = 1,
+    ciphersuiteString = 1, tlsVersion = 1,
+  },
+  ParsedSubject = { commonName = 1, organizationName = 1 },
 }
 local LOG = { logTrace = 0, logDebug = 0, logInfo = 0, logWarn = 0, logErr = 0, logCritical = 0 }
 

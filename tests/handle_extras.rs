@@ -401,3 +401,47 @@ fn upstream_override_host_checks_arguments_then_says_it_is_unsupported() {
     assert!(logs[6].starts_with("streamInfo():virtualClusterName() is unsupported on Proxy-Wasm: "), "{}", logs[6]);
     assert!(logs[7].starts_with("streamInfo():drainConnectionUponCompletion() is unsupported"), "{}", logs[7]);
 }
+
+#[test]
+fn the_ssl_object_reads_envoys_connection_properties() {
+    let p = Plugin::with_script(
+        r#"
+        function envoy_on_request(h)
+          local ssl = h:streamInfo():downstreamSslConnection()
+          h:logInfo(ssl:tlsVersion() .. " " .. tostring(ssl:peerCertificatePresented()))
+          h:logInfo(ssl:subjectPeerCertificate() .. " | " .. ssl:subjectLocalCertificate())
+          h:logInfo(#ssl:uriSanPeerCertificate() .. " " .. ssl:uriSanPeerCertificate()[1] .. " " .. #ssl:dnsSansPeerCertificate())
+          h:logInfo(ssl:dnsSansLocalCertificate()[1] .. " " .. ssl:sha256PeerCertificateDigest())
+          local subject = ssl:parsedSubjectPeerCertificate()
+          h:logInfo(subject:commonName() .. " " .. table.concat(subject:organizationName(), ";"))
+          local ok, err = pcall(ssl.serialNumberPeerCertificate, ssl)
+          h:logInfo((err:gsub("^.-:%d+: ", "")))
+          h:logInfo(tostring(h:connection():ssl() ~= nil))
+        end
+        "#,
+    );
+    for (k, v) in [
+        ("connection.tls_version", "TLSv1.3"),
+        ("connection.mtls", "\u{1}"),
+        ("connection.subject_peer_certificate", r"CN=client\, one,O=Org A,O=Org B"),
+        ("connection.subject_local_certificate", "CN=lua.test"),
+        ("connection.uri_san_peer_certificate", "spiffe://test/client"),
+        ("connection.dns_san_local_certificate", "lua.test"),
+        ("connection.sha256_peer_certificate_digest", "abc123"),
+    ] {
+        p.host.properties.borrow_mut().insert(k.into(), v.as_bytes().to_vec());
+    }
+    run(&p);
+    assert_eq!(
+        logs(&p),
+        vec![
+            "TLSv1.3 true",
+            r"CN=client\, one,O=Org A,O=Org B | CN=lua.test",
+            "1 spiffe://test/client 0",
+            "lua.test abc123",
+            "client, one Org B;Org A",
+            "sslConnection:serialNumberPeerCertificate() is unsupported on Proxy-Wasm: Envoy exposes no certificate serial number",
+            "true",
+        ]
+    );
+}

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use mlua::{Function, Lua, MultiValue, Table, UserData, UserDataFields, Value};
 
-use super::{log, metadata, method, script_error, values, ApiResult};
+use super::{log, metadata, method, script_error, ssl, values, ApiResult};
 use crate::proto::{Metadata, SetEnvoyFilterStateArguments};
 use crate::stream::{StreamState, VmEnv};
 
@@ -139,7 +139,10 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
             }
         })?,
     )?;
-    t.set("downstreamSslConnection", method(lua, "downstreamSslConnection", |_, s: &StreamInfo, _| ssl(&s.state))?)?;
+    t.set(
+        "downstreamSslConnection",
+        method(lua, "downstreamSslConnection", |_, s: &StreamInfo, _| ssl::ssl(&s.state))?,
+    )?;
     t.set(
         "virtualClusterName",
         method(lua, "virtualClusterName", |_, s: &StreamInfo, _| -> ApiResult<Value> {
@@ -162,17 +165,6 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
     )?;
     log::add_methods(lua, env, &t)?;
     Ok(t)
-}
-
-/// `nil` on a plaintext connection; the SSL object is not available yet.
-fn ssl(state: &StreamState) -> ApiResult<Value> {
-    state.check_active()?;
-    match state.host().property(&["connection", "tls_version"])? {
-        Some(v) if !v.is_empty() => {
-            script_error("the SSL connection object is not implemented yet in proxy-wasm-lua (TLS connection)")
-        }
-        _ => Ok(Value::Nil),
-    }
 }
 
 pub fn dynamic_metadata_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
@@ -243,7 +235,7 @@ pub fn dynamic_metadata_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Tabl
 
 pub fn connection_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
     let conn = lua.create_table()?;
-    conn.set("ssl", method(lua, "ssl", |_, c: &Connection, _| ssl(&c.state))?)?;
+    conn.set("ssl", method(lua, "ssl", |_, c: &Connection, _| ssl::ssl(&c.state))?)?;
     log::add_methods(lua, env, &conn)?;
     Ok(conn)
 }

@@ -66,6 +66,9 @@ def deploy(version: str, upstream: harness.Upstream, names: list[str], scenarios
             else:
                 filt = harness.native_lua_filter(sc.script)
             lst = harness.listener(key.replace(":", "_"), port, sc.pre_filters + [filt])
+            if sc.tls:
+                lst["filter_chains"][0]["transport_socket"] = harness.tls_transport_socket(harness.test_certs())
+                lst["listener_filters"] = [harness.TLS_INSPECTOR]
             hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
             hcm["access_log"] = [
                 {

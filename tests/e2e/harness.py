@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -317,6 +318,93 @@ def bootstrap(admin_port: int, upstream_port: int, listeners: list[dict]) -> dic
             "clusters": [cluster("upstream", upstream_port), cluster("refused", free_port())],
         },
     }
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@dataclass
+class Certs:
+    dir: Path
+
+    def path(self, name: str) -> str:
+        return str(self.dir / name)
+
+
+_CERTS: Certs | None = None
+
+
+def test_certs() -> Certs:
+    """A throw-away CA, a server certificate (CN lua.test, two DNS SANs, a URI SAN)
+    and a client certificate (two O entries, a URI SAN), made with openssl once per run."""
+    global _CERTS
+    if _CERTS is not None:
+        return _CERTS
+    d = Path(tempfile.mkdtemp(prefix="e2e-certs-"))
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=e2e test CA")
+    for name, subject, san in [
+        ("server", "/CN=lua.test/O=Server Org", "DNS:lua.test,DNS:alt.lua.test,URI:spiffe://test/server"),
+        ("client", "/CN=client one/O=Org A/O=Org B", "URI:spiffe://test/client,DNS:client.test"),
+    ]:
+        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    _CERTS = Certs(d)
+    return _CERTS
+
+
+# Sets the requested server name (SNI) for streamInfo():requestedServerName().
+TLS_INSPECTOR = {
+    "name": "envoy.filters.listener.tls_inspector",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
+}
+
+
+def tls_transport_socket(certs: Certs) -> dict:
+    """Downstream TLS; a client certificate is optional and validated against the test CA."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": certs.path("server.crt")},
+                        "private_key": {"filename": certs.path("server.key")},
+                    }
+                ],
+                "validation_context": {"trusted_ca": {"filename": certs.path("ca.crt")}},
+            },
+        },
+    }
+
+
+def tls_request(port: int, path: str, headers: list[tuple[str, str]], client_cert: bool, sni: str = "lua.test") -> Response:
+    ctx = ssl.create_default_context(cafile=test_certs().path("ca.crt"))
+    if client_cert:
+        ctx.load_cert_chain(test_certs().path("client.crt"), test_certs().path("client.key"))
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            super().connect()
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=sni)
+
+    conn = Conn("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_accept_encoding=True)
+        for k, v in headers:
+            conn.putheader(k, v)
+        conn.endheaders()
+        r = conn.getresponse()
+        return Response(r.status, r.getheaders(), r.read())
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------- envoy process

@@ -14,6 +14,8 @@ class Scenario:
     stop_iteration: bool = False
     # HTTP filters placed before the Lua filter (both flavours).
     pre_filters: list = field(default_factory=list)
+    # Serve the listener over TLS (harness.test_certs()).
+    tls: bool = False
 
 
 HEADERS = r"""

@@ -181,8 +181,30 @@ end
 """
 
 
-def s(script: str, native: bool = True, pre_filters=None, **config) -> Scenario:
-    return Scenario(script, config=config, native=native, stop_iteration=True, pre_filters=pre_filters or [])
+TLS_INFO = r"""
+function envoy_on_request(h)
+  local hd = h:headers()
+  local ssl = h:streamInfo():downstreamSslConnection()
+  hd:add("x-tls", ssl:tlsVersion())
+  hd:add("x-sni", h:streamInfo():requestedServerName())
+  hd:add("x-presented", tostring(ssl:peerCertificatePresented()))
+  hd:add("x-subject-local", ssl:subjectLocalCertificate())
+  hd:add("x-subject-peer", ssl:subjectPeerCertificate())
+  hd:add("x-uri-peer", table.concat(ssl:uriSanPeerCertificate(), ","))
+  hd:add("x-uri-local", table.concat(ssl:uriSanLocalCertificate(), ","))
+  hd:add("x-dns-local-first", ssl:dnsSansLocalCertificate()[1] or "none")
+  hd:add("x-dns-local-count", #ssl:dnsSansLocalCertificate())
+  hd:add("x-digest", ssl:sha256PeerCertificateDigest())
+  local p = ssl:parsedSubjectPeerCertificate()
+  hd:add("x-cn", p and p:commonName() or "none")
+  hd:add("x-orgs", p and table.concat(p:organizationName(), ";") or "none")
+  hd:add("x-conn-ssl", tostring(h:connection():ssl() ~= nil))
+end
+"""
+
+
+def s(script: str, native: bool = True, pre_filters=None, tls: bool = False, **config) -> Scenario:
+    return Scenario(script, config=config, native=native, stop_iteration=True, pre_filters=pre_filters or [], tls=tls)
 
 
 CASES = {
@@ -195,6 +217,7 @@ CASES = {
     "route_cache": s(ROUTE_CACHE),
     "clear_route_cache": s(CLEAR_ROUTE_CACHE),
     "override_host": s(OVERRIDE_HOST),
+    "tls_info": s(TLS_INFO, tls=True),
 }
 
 
@@ -320,3 +343,31 @@ def test_upstream_override_host_argument_errors_match_native_and_the_rest_is_uns
     assert g2.header("x-strict") == "bad argument #3 to '?' (boolean expected, got string)"
     assert g2.header("x-valid") == "ok"
     assert g1.header("x-valid").startswith("handle:setUpstreamOverrideHost() is unsupported on Proxy-Wasm: ")
+
+
+@pytest.mark.parametrize("client_cert", [True, False], ids=["mtls", "server-only"])
+def test_ssl_object_matches_native_on_tls(extras, upstream, client_cert):
+    got = {}
+    for name in ("tls_info", "native:tls_info"):
+        test_id = name.replace(":", "-") + str(client_cert)
+        resp = harness.tls_request(extras.port(name), "/", [("x-test-id", test_id)], client_cert)
+        assert resp.status == 200, (name, resp, extras.envoy.log()[-2000:])
+        got[name] = upstream.find(test_id)
+    ours, native = got["tls_info"], got["native:tls_info"]
+    # Envoy's properties carry the first SAN of each kind only (documented).
+    skip = SKIP + ("x-dns-local-count",)
+    assert x_headers(ours, skip=skip) == x_headers(native, skip=skip)
+    assert native.header("x-dns-local-count") == "2" and ours.header("x-dns-local-count") == "1"
+    assert ours.header("x-tls") == "TLSv1.3"
+    assert ours.header("x-sni") == "lua.test"
+    assert ours.header("x-dns-local-first") == "lua.test"
+    assert ours.header("x-uri-local") == "spiffe://test/server"
+    assert ours.header("x-conn-ssl") == "true"
+    if client_cert:
+        assert ours.header("x-presented") == "true"
+        assert ours.header("x-uri-peer") == "spiffe://test/client"
+        assert ours.header("x-cn") == "client one"
+        assert len(ours.header("x-digest")) == 64
+    else:
+        assert ours.header("x-presented") == "false"
+        assert ours.header("x-cn") == "none"
