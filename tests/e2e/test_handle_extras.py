@@ -203,6 +203,20 @@ end
 """
 
 
+MISUSE = rf"""
+function envoy_on_request(h)
+  h:body()
+  local hd = h:headers()
+  local ok, err = pcall(h.bodyChunks, h)
+  hd:add("x-chunks-after-body", {strip_pos("err")})
+  local ok2, err2 = pcall(h.timestamp, h, EnvoyTimestampResolution.MICROSECOND)
+  hd:add("x-timestamp", {strip_pos("err2")})
+  local ok3, err3 = pcall(h.timestampString, h, 7)
+  hd:add("x-timestamp-string", {strip_pos("err3")})
+end
+"""
+
+
 def s(script: str, native: bool = True, pre_filters=None, tls: bool = False, **config) -> Scenario:
     return Scenario(script, config=config, native=native, stop_iteration=True, pre_filters=pre_filters or [], tls=tls)
 
@@ -218,6 +232,7 @@ CASES = {
     "clear_route_cache": s(CLEAR_ROUTE_CACHE),
     "override_host": s(OVERRIDE_HOST),
     "tls_info": s(TLS_INFO, tls=True),
+    "misuse": s(MISUSE),
 }
 
 
@@ -343,6 +358,15 @@ def test_upstream_override_host_argument_errors_match_native_and_the_rest_is_uns
     assert g2.header("x-strict") == "bad argument #3 to '?' (boolean expected, got string)"
     assert g2.header("x-valid") == "ok"
     assert g1.header("x-valid").startswith("handle:setUpstreamOverrideHost() is unsupported on Proxy-Wasm: ")
+
+
+def test_misuse_errors_match_native(extras, upstream):
+    ours, native = both(extras, upstream, "misuse", body=b"payload")
+    assert_same_upstream(ours, native)
+    got = ours[2]
+    assert got.header("x-chunks-after-body") == "cannot call bodyChunks after body processing has begun"
+    assert got.header("x-timestamp") == "timestamp format must be MILLISECOND."
+    assert got.header("x-timestamp-string") == "timestamp format must be MILLISECOND or MICROSECOND."
 
 
 @pytest.mark.parametrize("client_cert", [True, False], ids=["mtls", "server-only"])
