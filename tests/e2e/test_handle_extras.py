@@ -69,6 +69,24 @@ HEADER_TO_METADATA = {
     },
 }
 
+# Typed (Any) and untyped dynamic metadata set by Envoy's set_metadata filter.
+SET_METADATA = {
+    "name": "envoy.filters.http.set_metadata",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config",
+        "metadata": [
+            {"metadata_namespace": "set.untyped", "value": {"answer": 42, "tags": ["a", "b"]}},
+            {
+                "metadata_namespace": "set.typed",
+                "typed_value": {
+                    "@type": "type.googleapis.com/google.protobuf.Struct",
+                    "value": {"kind": "typed", "n": 7},
+                },
+            },
+        ],
+    },
+}
+
 DYNAMIC_METADATA = r"""
 function envoy_on_request(h)
   local hd = h:headers()
@@ -82,6 +100,12 @@ function envoy_on_request(h)
   for ns in pairs(dm) do names[#names + 1] = ns end
   table.sort(names)
   hd:add("x-dm-names", table.concat(names, ","))
+  local untyped = dm:get("set.untyped")
+  hd:add("x-untyped", tostring(untyped.answer) .. " " .. table.concat(untyped.tags, ","))
+  local si = h:streamInfo()
+  local typed = si:dynamicTypedMetadata("set.typed")
+  hd:add("x-typed", typed and (typed.fields.kind.string_value .. " " .. tostring(typed.fields.n.number_value)) or "nil")
+  hd:add("x-typed-absent", tostring(si:dynamicTypedMetadata("set.untyped")))
 end
 """
 
@@ -224,7 +248,7 @@ def s(script: str, native: bool = True, pre_filters=None, tls: bool = False, **c
 CASES = {
     "metadata": s(METADATA),
     "custom_name": s(CUSTOM_NAME, native=False, filter_name="custom", filter_context={"tier": "gold"}),
-    "dynamic_metadata": s(DYNAMIC_METADATA, pre_filters=[HEADER_TO_METADATA]),
+    "dynamic_metadata": s(DYNAMIC_METADATA, pre_filters=[HEADER_TO_METADATA, SET_METADATA]),
     "filter_state": s(FILTER_STATE),
     "stats": s(STATS),
     "crypto": s(CRYPTO),
@@ -283,7 +307,10 @@ def test_envoys_dynamic_metadata_is_visible_like_native(extras, upstream, header
         assert got.header("x-hdr-md2") == "from-header,e"
     else:
         assert got.header("x-hdr-md") == "none"
-    assert got.header("x-dm-names") == "hdr"
+    assert got.header("x-dm-names") == "hdr,set.untyped"
+    assert got.header("x-untyped") == "42 a,b"
+    assert got.header("x-typed") == "typed 7"
+    assert got.header("x-typed-absent") == "nil"
 
 
 def test_filter_state_set_and_get(extras, upstream):
