@@ -1,6 +1,23 @@
 -- Trims the standard library to what a request script may use: no file or
 -- process access, no binary chunks. Runs once per Lua state, before the script.
-local load, select = load, select
+--
+-- Argument: exhausted() (Rust): the budget error's message once the callback's
+-- instruction budget is spent, else nil. pcall, xpcall and coroutine.resume
+-- raise it again while it is, so a script cannot catch it and keep running.
+local exhausted = ...
+local load, select, error = load, select, error
+
+local function rethrow_if_exhausted(ok, ...)
+  if not ok then
+    local budget_error = exhausted()
+    if budget_error then error(budget_error, 0) end
+  end
+  return ok, ...
+end
+local raw_pcall, raw_xpcall, raw_resume = pcall, xpcall, coroutine.resume
+pcall = function(...) return rethrow_if_exhausted(raw_pcall(...)) end
+xpcall = function(...) return rethrow_if_exhausted(raw_xpcall(...)) end
+coroutine.resume = function(...) return rethrow_if_exhausted(raw_resume(...)) end
 
 dofile = nil
 loadfile = nil

@@ -31,7 +31,15 @@ struct RawConfig {
     filter_name: Option<String>,
     filter_context: Option<serde_json::Map<String, serde_json::Value>>,
     stat_prefix: Option<String>,
+    instruction_budget: Option<u64>,
+    memory_limit_bytes: Option<u64>,
 }
+
+/// Default instruction budget per callback: stops `while true do end` after
+/// about 0.1 s of CPU in Envoy's V8 (measured in tests/e2e/test_sandbox.py).
+pub const DEFAULT_INSTRUCTION_BUDGET: u64 = 10_000_000;
+/// Default Lua heap limit per VM.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +56,10 @@ pub struct Config {
     pub allow_on_headers_stop_iteration: bool,
     /// `filter_name`, `filter_context` and `stat_prefix` (see README).
     pub api: ApiSettings,
+    /// Lua instructions per callback; 0 = unlimited.
+    pub instruction_budget: u64,
+    /// Lua heap bytes per VM; 0 = unlimited.
+    pub memory_limit_bytes: u64,
 }
 
 impl Config {
@@ -83,6 +95,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(n) = raw.instruction_budget.filter(|n| *n != 0 && *n < u64::from(crate::budget::STEP)) {
+            return Err(format!(
+                "invalid plugin configuration: `instruction_budget` {n} is below the minimum of {} (0 = unlimited)",
+                crate::budget::STEP
+            ));
+        }
+        if let Some(n) = raw.memory_limit_bytes.filter(|n| *n != 0 && *n < 1 << 20) {
+            return Err(format!(
+                "invalid plugin configuration: `memory_limit_bytes` {n} is below the minimum of 1048576 (0 = unlimited)"
+            ));
+        }
         if raw.filter_name.as_deref() == Some("") {
             return Err("invalid plugin configuration: `filter_name` must not be empty".into());
         }
@@ -96,6 +119,8 @@ impl Config {
                 filter_context: raw.filter_context,
                 stat_prefix: raw.stat_prefix,
             },
+            instruction_budget: raw.instruction_budget.unwrap_or(DEFAULT_INSTRUCTION_BUDGET),
+            memory_limit_bytes: raw.memory_limit_bytes.unwrap_or(DEFAULT_MEMORY_LIMIT),
         })
     }
 }

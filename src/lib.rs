@@ -5,6 +5,7 @@
 //! per Lua object), `host` (the host-call seam), and `shell` (the thin proxy-wasm
 //! layer, built only for wasm32).
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod host;
 pub mod pairs;

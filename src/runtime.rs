@@ -6,6 +6,7 @@ use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
 use crate::api;
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::host::Host;
 use crate::stream::{describe_error, Direction, VmEnv};
@@ -36,13 +37,34 @@ impl Runtime {
         // Scripts can only reach downstreamRequestHeaders() by naming it; only then
         // is a copy of every request's headers worth keeping.
         let keep_request_headers = config.script.contains("downstreamRequestHeaders");
-        let env = VmEnv::new(host, config.allow_on_headers_stop_iteration, keep_request_headers, config.api.clone());
+        let budget = Budget::new(config.instruction_budget);
+        let env = VmEnv::new(
+            host,
+            config.allow_on_headers_stop_iteration,
+            keep_request_headers,
+            config.api.clone(),
+            budget.clone(),
+        );
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
         let lua = Lua::new_with(libs, LuaOptions::new()).map_err(|e| format!("cannot create the Lua state: {e}"))?;
         let internal = |what: &str, e: mlua::Error| format!("internal error ({what}): {}", describe_error(&e));
 
-        lua.load(bundled("sandbox")?).set_name("=lua/sandbox.lua").exec().map_err(|e| internal("sandbox", e))?;
+        let exhausted = {
+            let budget = budget.clone();
+            lua.create_function(move |_, ()| Ok(budget.exhausted())).map_err(|e| internal("sandbox", e))?
+        };
+        lua.load(bundled("sandbox")?)
+            .set_name("=lua/sandbox.lua")
+            .call::<()>(exhausted)
+            .map_err(|e| internal("sandbox", e))?;
         install_api(&lua, &env).map_err(|e| internal("api", e))?;
+        // The script's top level runs under the same budget and limit as a request.
+        budget.install(&lua).map_err(|e| internal("budget", e))?;
+        budget.reset();
+        if config.memory_limit_bytes > 0 {
+            let limit = usize::try_from(config.memory_limit_bytes).unwrap_or(usize::MAX);
+            lua.set_memory_limit(limit).map_err(|e| internal("memory limit", e))?;
+        }
 
         let name = config.script_name;
         lua.load(config.script.as_str())

@@ -240,6 +240,7 @@ impl Stream {
     fn resume(&mut self, dir: Direction) -> Run {
         self.flow(dir).wait.set(Wait::Nothing);
         let parked = self.threads.get_mut(dir).take();
+        self.state.env.budget.reset();
         self.state.enter();
         let result = (|| -> mlua::Result<(Thread, MultiValue)> {
             let lua = self.runtime.lua();
@@ -405,6 +406,9 @@ impl Stream {
         let host = self.state.host();
         host.log(LogLevel::Error, &format!("script error in {}: {message}", dir.hook_name()));
         *self.threads.get_mut(dir) = None;
+        // Give back at once what a failed run (e.g. one that hit the memory
+        // limit) allocated; failures are rare, a full collection is affordable.
+        let _ = self.runtime.lua().gc_collect();
         self.flow(dir).wait.set(Wait::Nothing);
         if self.runtime.config().fail_open {
             return self.release(dir, cb);

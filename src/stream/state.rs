@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::api::{self, ApiResult};
+use crate::budget::Budget;
 use crate::host::{BufferType, HeaderPair, Host, LocalReply, MapType, StreamType};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +103,8 @@ pub struct VmEnv {
     filter_name: RefCell<Option<Rc<str>>>,
     /// `stats()` metric ids by (type, full name): Envoy defines each once per VM.
     pub metrics: RefCell<HashMap<(u32, String), u32>>,
+    /// Lua instructions left in the current callback.
+    pub budget: Rc<Budget>,
     /// Which stream the host is calling into (host calls act on that stream only).
     current: Cell<u64>,
     next_id: Cell<u64>,
@@ -125,12 +128,14 @@ impl VmEnv {
         hold_headers_for_body: bool,
         keep_request_headers: bool,
         settings: ApiSettings,
+        budget: Rc<Budget>,
     ) -> Rc<VmEnv> {
         Rc::new(VmEnv {
             host,
             hold_headers_for_body,
             keep_request_headers,
             settings,
+            budget,
             filter_name: RefCell::new(None),
             metrics: RefCell::new(HashMap::new()),
             current: Cell::new(0),

@@ -55,11 +55,16 @@ REJECTIONS = [
         r"script load error: inline_code:2: unexpected symbol near '='",
     ),
     (json.dumps({"inline_code": "\n\nerror('no config file')"}), r"script load error: inline_code:3: no config file"),
+    (
+        json.dumps({"inline_code": "local n = 0\nwhile true do n = n + 1 end"}),
+        r"script load error: inline_code:2: instruction budget exceeded",
+    ),
+    (json.dumps({"inline_code": "x = 1", "memory_limit_bytes": 1000}), r"`memory_limit_bytes` 1000 is below the minimum"),
 ]
 
 
 @pytest.mark.parametrize("version", harness.FULL_SUITE_VERSIONS)
-@pytest.mark.parametrize("config,message", REJECTIONS, ids=["bad-json", "unknown-field", "wrong-type", "no-script", "syntax-error", "load-error"])
+@pytest.mark.parametrize("config,message", REJECTIONS, ids=["bad-json", "unknown-field", "wrong-type", "no-script", "syntax-error", "load-error", "load-loop", "memory-limit"])
 def test_invalid_configuration_is_refused_with_a_clear_message(version, upstream, config, message):
     log = refused(version, upstream, config)
     assert re.search(r"\[error\]\[wasm\].*lua: configuration rejected: .*" + message, log), log[-4000:]
