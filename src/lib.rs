@@ -7,10 +7,12 @@
 pub mod api;
 pub mod budget;
 pub mod config;
+pub mod helpers;
 pub mod host;
 pub mod pairs;
 pub mod proto;
 pub mod runtime;
+pub mod scripts;
 pub mod stream;
 
 #[cfg(target_arch = "wasm32")]

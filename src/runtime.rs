@@ -7,7 +7,8 @@ use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
 use crate::api;
 use crate::budget::Budget;
-use crate::config::Config;
+use crate::config::{Config, Script};
+use crate::helpers;
 use crate::host::Host;
 use crate::stream::{describe_error, Direction, VmEnv};
 
@@ -25,18 +26,21 @@ fn bundled(name: &str) -> Result<&'static str, String> {
 pub struct Runtime {
     lua: Lua,
     env: Rc<VmEnv>,
-    config: Config,
+    config: Rc<Config>,
+    script: Script,
     on_request: Option<Function>,
     on_response: Option<Function>,
 }
 
 impl Runtime {
-    /// Builds the Lua state and runs the script's top level. The error says
-    /// which script and line failed.
-    pub fn new(config: Config, host: Rc<dyn Host>) -> Result<Rc<Runtime>, String> {
+    /// Builds the Lua state for `script` and runs its top level. The error says
+    /// which script or module and line failed.
+    pub fn new(config: Rc<Config>, script: &Script, host: Rc<dyn Host>) -> Result<Rc<Runtime>, String> {
         // Scripts can only reach downstreamRequestHeaders() by naming it; only then
         // is a copy of every request's headers worth keeping.
-        let keep_request_headers = config.script.contains("downstreamRequestHeaders");
+        let keep_request_headers = std::iter::once(&script.source)
+            .chain(config.modules.values())
+            .any(|src| src.contains("downstreamRequestHeaders"));
         let budget = Budget::new(config.instruction_budget);
         let env = VmEnv::new(
             host,
@@ -45,18 +49,18 @@ impl Runtime {
             config.api.clone(),
             budget.clone(),
         );
-        let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
+        let libs = StdLib::STRING
+            | StdLib::TABLE
+            | StdLib::MATH
+            | StdLib::UTF8
+            | StdLib::COROUTINE
+            | StdLib::OS
+            | StdLib::PACKAGE;
         let lua = Lua::new_with(libs, LuaOptions::new()).map_err(|e| format!("cannot create the Lua state: {e}"))?;
         let internal = |what: &str, e: mlua::Error| format!("internal error ({what}): {}", describe_error(&e));
 
-        let exhausted = {
-            let budget = budget.clone();
-            lua.create_function(move |_, ()| Ok(budget.exhausted())).map_err(|e| internal("sandbox", e))?
-        };
-        lua.load(bundled("sandbox")?)
-            .set_name("=lua/sandbox.lua")
-            .call::<()>(exhausted)
-            .map_err(|e| internal("sandbox", e))?;
+        let modules = compile_modules(&lua, &config)?;
+        sandbox(&lua, &budget, modules, config.luajit_compat).map_err(|e| internal("sandbox", e))?;
         install_api(&lua, &env).map_err(|e| internal("api", e))?;
         // The script's top level runs under the same budget and limit as a request.
         budget.install(&lua).map_err(|e| internal("budget", e))?;
@@ -66,8 +70,8 @@ impl Runtime {
             lua.set_memory_limit(limit).map_err(|e| internal("memory limit", e))?;
         }
 
-        let name = config.script_name;
-        lua.load(config.script.as_str())
+        let name = &script.chunk_name;
+        lua.load(script.source.as_str())
             .set_name(format!("={name}"))
             .set_mode(ChunkMode::Text)
             .exec()
@@ -87,7 +91,13 @@ impl Runtime {
         };
         let on_request = hook(Direction::Request)?;
         let on_response = hook(Direction::Response)?;
-        Ok(Rc::new(Runtime { lua, env, config, on_request, on_response }))
+        if config.strict_globals {
+            lua.load(bundled("strict")?)
+                .set_name("=lua/strict.lua")
+                .exec()
+                .map_err(|e| internal("strict_globals", e))?;
+        }
+        Ok(Rc::new(Runtime { lua, env, config, script: script.clone(), on_request, on_response }))
     }
 
     pub fn lua(&self) -> &Lua {
@@ -102,12 +112,64 @@ impl Runtime {
         &self.config
     }
 
+    /// The script this state runs (its chunk name and failure policy).
+    pub fn script(&self) -> &Script {
+        &self.script
+    }
+
     pub fn hook(&self, dir: Direction) -> Option<&Function> {
         match dir {
             Direction::Request => self.on_request.as_ref(),
             Direction::Response => self.on_response.as_ref(),
         }
     }
+}
+
+/// Compiles every `modules` entry once per Lua state; a module that does not
+/// compile rejects the configuration, naming the module and line. Chunk names
+/// are paths (`acme/util/json.lua`), so errors and tracebacks point into them.
+fn compile_modules(lua: &Lua, config: &Config) -> Result<Table, String> {
+    let internal = |e: mlua::Error| format!("internal error (modules): {}", describe_error(&e));
+    let table = lua.create_table().map_err(internal)?;
+    for (name, source) in &config.modules {
+        let path = format!("{}.lua", name.replace('.', "/"));
+        let f = lua
+            .load(source.as_str())
+            .set_name(format!("={path}"))
+            .set_mode(ChunkMode::Text)
+            .into_function()
+            .map_err(|e| format!("module load error: modules.{name}: {}", describe_error(&e)))?;
+        table.raw_set(name.as_str(), f).map_err(internal)?;
+    }
+    Ok(table)
+}
+
+/// Runs `lua/sandbox.lua`: trims the standard library, wires `require` to the
+/// configured and bundled modules, and guards `pcall` against the budget.
+fn sandbox(lua: &Lua, budget: &Rc<Budget>, modules: Table, luajit_compat: bool) -> mlua::Result<()> {
+    let exhausted = {
+        let budget = budget.clone();
+        lua.create_function(move |_, ()| Ok(budget.exhausted()))?
+    };
+    // os.getenv reads the VM's environment: Istio `vmConfig.env`, WASI environ.
+    let getenv = lua.create_function(|lua, name: mlua::LuaString| {
+        Ok(match std::env::var_os(&*name.to_str()?) {
+            Some(v) => Some(lua.create_string(v.as_encoded_bytes())?),
+            None => None,
+        })
+    })?;
+    let bundled_modules = lua.create_table()?;
+    bundled_modules.raw_set("json", lua.create_function(|lua, ()| helpers::json_module(lua))?)?;
+    bundled_modules.raw_set("base64", lua.create_function(|lua, ()| helpers::base64_module(lua))?)?;
+    let bit = lua.load(bundled("bit").map_err(mlua::Error::runtime)?).set_name("=lua/bit.lua").into_function()?;
+    bundled_modules.raw_set("bit", bit)?;
+    lua.load(bundled("sandbox").map_err(mlua::Error::runtime)?).set_name("=lua/sandbox.lua").call::<()>((
+        exhausted,
+        getenv,
+        modules,
+        bundled_modules,
+        luajit_compat,
+    ))
 }
 
 /// Runs `lua/api.lua` over the raw Rust methods and registers each object

@@ -447,8 +447,8 @@ fn sandbox_keeps_only_safe_libraries() {
     assert_eq!(
         info_logs(&p),
         vec![
-            "script log: io=nil debug=nil dofile=nil loadfile=nil require=nil package=nil os.execute=nil os.exit=nil \
-             os.remove=nil os.getenv=nil os.time=function os.clock=function os.date=function os.difftime=function \
+            "script log: io=table debug=nil dofile=nil loadfile=nil require=function package=table os.execute=nil \
+             os.exit=nil os.remove=nil os.getenv=function os.time=function os.clock=function os.date=function os.difftime=function \
              string.format=function table.concat=function math.floor=function utf8.char=function \
              coroutine.wrap=function load=function pcall=function",
             "script log: nil attempt to load a b chunk (only text chunks are allowed)",

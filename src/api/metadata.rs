@@ -155,12 +155,14 @@ pub fn route_metadata(lua: &Lua, state: &StreamState) -> ApiResult<MetadataObjec
     filter_metadata(lua, state, "route_metadata")
 }
 
-/// `handle:filterContext()`: the configuration's `filter_context`, else empty.
+/// `handle:filterContext()`: the route's per-route `filter_context` if it has
+/// one (it replaces, not merges), else the configuration's, else empty.
 pub fn filter_context(lua: &Lua, state: &StreamState) -> ApiResult<MetadataObject> {
     state.check_active()?;
-    let table = match &state.env.settings.filter_context {
-        Some(map) => json_object_to_lua(lua, map)?,
-        None => lua.create_table()?,
+    let table = match (&*state.route_filter_context.borrow(), &state.env.settings.filter_context) {
+        (Some(route), _) => pb_struct_to_lua(lua, route)?,
+        (None, Some(map)) => json_object_to_lua(lua, map)?,
+        (None, None) => lua.create_table()?,
     };
     Ok(MetadataObject { table })
 }

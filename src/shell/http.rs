@@ -5,58 +5,82 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::abi;
+use super::wasm_host::WasmHost;
 use crate::host::{LocalReply, LogLevel};
-use crate::runtime::Runtime;
+use crate::scripts::{Choice, Scripts};
 use crate::stream::{Stream, Verdict, SCRIPT_ERROR_BODY, SCRIPT_ERROR_DETAILS};
 
 pub struct HttpStream {
-    stream: Option<Stream>,
-    /// Without a runtime: the fail-closed reply was sent.
-    replied: bool,
+    scripts: Option<Rc<Scripts>>,
+    state: State,
+}
+
+enum State {
+    /// Request headers not seen yet.
+    New,
+    Running(Stream),
+    /// No script for this route (disabled, unknown name, or no default script).
+    Skipped,
+    /// The fail-closed reply was sent without a script (no valid configuration,
+    /// or the per-route settings could not be read).
+    Replied,
 }
 
 impl HttpStream {
-    pub fn new(runtime: Option<Rc<Runtime>>) -> HttpStream {
-        HttpStream { stream: runtime.map(Stream::new), replied: false }
+    pub fn new(scripts: Option<Rc<Scripts>>) -> HttpStream {
+        HttpStream { scripts, state: State::New }
+    }
+
+    fn fail_without_script(&mut self, why: &str) -> Action {
+        self.state = State::Replied;
+        abi::log(LogLevel::Error, &format!("lua: {why}; failing the request closed"));
+        let reply = LocalReply {
+            status: 500,
+            details: SCRIPT_ERROR_DETAILS.into(),
+            headers: Vec::new(),
+            body: SCRIPT_ERROR_BODY.as_bytes().to_vec(),
+        };
+        let _ = abi::send_local_reply(&reply);
+        Action::Pause
     }
 
     fn run(&mut self, f: impl FnOnce(&mut Stream) -> Verdict) -> Action {
-        match self.stream.as_mut() {
-            Some(stream) => match f(stream) {
+        if let State::New = self.state {
+            // The host should not create streams without a valid configuration;
+            // if it does, fail closed.
+            let Some(scripts) = self.scripts.clone() else {
+                return self.fail_without_script("no valid configuration");
+            };
+            match scripts.choose(&WasmHost) {
+                Ok(Choice::Run(runtime, context)) => {
+                    self.state = State::Running(Stream::with_filter_context(runtime, context))
+                }
+                Ok(Choice::Skip) => self.state = State::Skipped,
+                Err(e) => return self.fail_without_script(&format!("cannot read the per-route settings: {e}")),
+            }
+        }
+        match &mut self.state {
+            State::Running(stream) => match f(stream) {
                 Verdict::Continue => Action::Continue,
                 Verdict::Pause => Action::Pause,
             },
-            None if self.replied => Action::Pause,
-            None => {
-                self.replied = true;
-                // No valid configuration: the host should not create streams at
-                // all then, but if it does, fail closed.
-                abi::log(LogLevel::Error, "lua: no valid configuration; failing the request closed");
-                let reply = LocalReply {
-                    status: 500,
-                    details: SCRIPT_ERROR_DETAILS.into(),
-                    headers: Vec::new(),
-                    body: SCRIPT_ERROR_BODY.as_bytes().to_vec(),
-                };
-                let _ = abi::send_local_reply(&reply);
-                Action::Pause
-            }
+            State::Skipped => Action::Continue,
+            State::New | State::Replied => Action::Pause,
         }
     }
-}
 
-impl HttpStream {
+    /// Without a stream only our own fail-closed reply reaches the response path.
     fn run_response(&mut self, f: impl FnOnce(&mut Stream) -> Verdict) -> Action {
-        if self.stream.is_none() {
-            return Action::Continue;
+        match self.state {
+            State::Running(_) => self.run(f),
+            _ => Action::Continue,
         }
-        self.run(f)
     }
 }
 
 impl Context for HttpStream {
     fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
-        if let Some(stream) = self.stream.as_mut() {
+        if let State::Running(stream) = &mut self.state {
             stream.on_http_call_response(token_id, num_headers, body_size);
         }
     }
@@ -75,7 +99,6 @@ impl HttpContext for HttpStream {
         self.run(Stream::on_request_trailers)
     }
 
-    // Without a runtime only our own fail-closed reply reaches the response path.
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.run_response(|s| s.on_response_headers(end_of_stream))
     }

@@ -7,11 +7,11 @@ use proxy_wasm::types::ContextType;
 use super::{abi, http::HttpStream, wasm_host::WasmHost};
 use crate::config::Config;
 use crate::host::LogLevel;
-use crate::runtime::Runtime;
+use crate::scripts::Scripts;
 
 #[derive(Default)]
 pub struct Root {
-    runtime: Option<Rc<Runtime>>,
+    scripts: Option<Rc<Scripts>>,
 }
 
 impl Context for Root {}
@@ -22,10 +22,10 @@ impl RootContext for Root {
         let result = abi::plugin_configuration()
             .map_err(|e| format!("cannot read the plugin configuration: {e}"))
             .and_then(|bytes| Config::parse(&bytes))
-            .and_then(|config| Runtime::new(config, Rc::new(WasmHost)));
+            .and_then(|config| Scripts::new(config, Rc::new(WasmHost)));
         match result {
-            Ok(runtime) => {
-                self.runtime = Some(runtime);
+            Ok(scripts) => {
+                self.scripts = Some(Rc::new(scripts));
                 true
             }
             Err(msg) => {
@@ -36,7 +36,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(HttpStream::new(self.runtime.clone())))
+        Some(Box::new(HttpStream::new(self.scripts.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

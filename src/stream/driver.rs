@@ -62,6 +62,13 @@ impl Stream {
         Stream { runtime, state, threads: PerDirection::default(), failed: false }
     }
 
+    /// A stream on a route whose per-route settings carry a `filter_context`.
+    pub fn with_filter_context(runtime: Rc<Runtime>, context: Option<prost_types::Struct>) -> Stream {
+        let stream = Stream::new(runtime);
+        *stream.state.route_filter_context.borrow_mut() = context;
+        stream
+    }
+
     fn flow(&self, dir: Direction) -> &Flow {
         self.state.flow(dir)
     }
@@ -410,7 +417,7 @@ impl Stream {
         // limit) allocated; failures are rare, a full collection is affordable.
         let _ = self.runtime.lua().gc_collect();
         self.flow(dir).wait.set(Wait::Nothing);
-        if self.runtime.config().fail_open {
+        if self.runtime.script().fail_open {
             return self.release(dir, cb);
         }
         self.failed = true;
@@ -424,11 +431,12 @@ impl Stream {
             }
             return Verdict::Pause;
         }
+        let configured = &self.runtime.config().fail_closed_reply;
         let reply = LocalReply {
-            status: 500,
+            status: configured.status,
             details: SCRIPT_ERROR_DETAILS.into(),
-            headers: Vec::new(),
-            body: SCRIPT_ERROR_BODY.as_bytes().to_vec(),
+            headers: configured.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes())).collect(),
+            body: configured.body.clone().into_bytes(),
         };
         self.state.enter();
         let sent = self.state.send_local_reply(&reply);

@@ -280,6 +280,8 @@ pub struct StreamState {
     /// Keys `importPublicKey()` parsed, by the handle string its `get()` returns
     /// (what `verifySignature()` takes), for this stream only, as in Envoy.
     pub public_keys: RefCell<Vec<(String, rsa::RsaPublicKey)>>,
+    /// The route's per-route `filter_context`, which replaces the configured one.
+    pub route_filter_context: RefCell<Option<prost_types::Struct>>,
 }
 
 impl StreamState {
@@ -295,6 +297,7 @@ impl StreamState {
             cache: RefCell::new(Default::default()),
             dynamic_metadata: RefCell::new(None),
             public_keys: RefCell::new(Vec::new()),
+            route_filter_context: RefCell::new(None),
         })
     }
 

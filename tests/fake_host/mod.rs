@@ -12,6 +12,7 @@ use proxy_wasm_lua::host::{
     StreamType,
 };
 use proxy_wasm_lua::runtime::Runtime;
+use proxy_wasm_lua::scripts::{Choice, Scripts};
 use proxy_wasm_lua::stream::{Stream, Verdict};
 
 /// An HTTP call the plugin started.
@@ -227,6 +228,8 @@ impl FakeHost {
 /// A configured plugin (one Lua state) over a fake host.
 pub struct Plugin {
     pub host: Rc<FakeHost>,
+    pub scripts: Scripts,
+    /// The default script's state (the first `source_codes` one without a default).
     pub runtime: Rc<Runtime>,
 }
 
@@ -234,8 +237,28 @@ impl Plugin {
     pub fn new(config_json: &str) -> Result<Plugin, String> {
         let host = Rc::new(FakeHost::default());
         let config = Config::parse(config_json.as_bytes())?;
-        let runtime = Runtime::new(config, host.clone())?;
-        Ok(Plugin { host, runtime })
+        let first_named = config.source_codes.keys().next().cloned();
+        let scripts = Scripts::new(config, host.clone())?;
+        let runtime = match (scripts.default_runtime(), first_named) {
+            (Some(rt), _) => rt.clone(),
+            (None, Some(name)) => scripts.named(&name).cloned().ok_or("no script")?,
+            (None, None) => return Err("no script".into()),
+        };
+        Ok(Plugin { host, scripts, runtime })
+    }
+
+    /// A request through the per-route choice, as the shell does it: `None`
+    /// when the route runs no script.
+    pub fn routed_request(&self, headers: &[(&str, &str)]) -> Result<Option<(Stream, Verdict)>, String> {
+        self.host.set(MapType::RequestHeaders, headers);
+        match self.scripts.choose(self.host.as_ref())? {
+            Choice::Run(runtime, context) => {
+                let mut stream = Stream::with_filter_context(runtime, context);
+                let verdict = stream.on_request_headers(true);
+                Ok(Some((stream, verdict)))
+            }
+            Choice::Skip => Ok(None),
+        }
     }
 
     pub fn with_script(script: &str) -> Plugin {
