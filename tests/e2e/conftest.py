@@ -62,10 +62,12 @@ def deploy(version: str, upstream: harness.Upstream, names: list[str], scenarios
                 cfg = ({"inline_code": sc.script} if sc.script is not None else {}) | sc.config
                 if sc.stop_iteration:
                     cfg["allow_on_headers_stop_iteration"] = True
-                filt = harness.wasm_filter(cfg, stop_iteration=sc.stop_iteration)
+                # A VM environment makes a VM of its own (Envoy keys VMs by their config).
+                vm_id = "lua-env-" + name if sc.env else "lua"
+                filt = harness.wasm_filter(cfg, vm_id=vm_id, stop_iteration=sc.stop_iteration, env=sc.env or None)
             else:
                 filt = harness.native_lua_filter(sc.script)
-            lst = harness.listener(key.replace(":", "_"), port, sc.pre_filters + [filt])
+            lst = harness.listener(key.replace(":", "_"), port, sc.pre_filters + [filt], routes=sc.routes)
             if sc.tls:
                 lst["filter_chains"][0]["transport_socket"] = harness.tls_transport_socket(harness.test_certs())
                 lst["listener_filters"] = [harness.TLS_INSPECTOR]

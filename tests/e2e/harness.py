@@ -181,8 +181,14 @@ class Upstream:
 
 
 def wasm_filter(
-    plugin_config: dict | str, vm_id: str = "lua", root_id: str = "lua", stop_iteration: bool = False
+    plugin_config: dict | str,
+    vm_id: str = "lua",
+    root_id: str = "lua",
+    stop_iteration: bool = False,
+    env: dict | None = None,
 ) -> dict:
+    """The plugin as an Envoy Wasm filter; `env` becomes the VM's environment
+    (Istio: WasmPlugin vmConfig.env)."""
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     return {
         "name": "envoy.filters.http.wasm",
@@ -195,6 +201,7 @@ def wasm_filter(
                     "vm_id": vm_id,
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": str(PLUGIN)}},
+                    **({"environment_variables": {"key_values": env}} if env else {}),
                 },
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
                 "fail_open": False,
@@ -231,7 +238,8 @@ ROUTE_METADATA = {
 VHOST_METADATA = {"filter_metadata": {"envoy.filters.http.lua": {"vhost_key": "vhost-value"}}}
 
 
-def listener(name: str, port: int, filters: list[dict]) -> dict:
+def listener(name: str, port: int, filters: list[dict], routes: list[dict] | None = None) -> dict:
+    """A plaintext HTTP listener; `routes` go before the built-in ones."""
     return {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
@@ -252,7 +260,8 @@ def listener(name: str, port: int, filters: list[dict]) -> dict:
                                         "name": "all",
                                         "domains": ["*"],
                                         "metadata": VHOST_METADATA,
-                                        "routes": [
+                                        "routes": (routes or [])
+                                        + [
                                             {
                                                 "name": "alt",
                                                 "match": {

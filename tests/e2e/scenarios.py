@@ -16,6 +16,9 @@ class Scenario:
     pre_filters: list = field(default_factory=list)
     # Serve the listener over TLS (harness.test_certs()).
     tls: bool = False
+    # Routes before the built-in ones, and the VM's environment variables.
+    routes: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)
 
 
 HEADERS = r"""

@@ -60,11 +60,19 @@ REJECTIONS = [
         r"script load error: inline_code:2: instruction budget exceeded",
     ),
     (json.dumps({"inline_code": "x = 1", "memory_limit_bytes": 1000}), r"`memory_limit_bytes` 1000 is below the minimum"),
+    (
+        json.dumps({"inline_code": "x = 1", "modules": {"acme.bad": "local x =\n\n= 2"}}),
+        r"module load error: modules\.acme\.bad: acme/bad\.lua:3: unexpected symbol near '='",
+    ),
+    (
+        json.dumps({"inline_code": "require('acme.missing')"}),
+        r"script load error: inline_code:1: module 'acme\.missing' not found:",
+    ),
 ]
 
 
 @pytest.mark.parametrize("version", harness.FULL_SUITE_VERSIONS)
-@pytest.mark.parametrize("config,message", REJECTIONS, ids=["bad-json", "unknown-field", "wrong-type", "no-script", "syntax-error", "load-error", "load-loop", "memory-limit"])
+@pytest.mark.parametrize("config,message", REJECTIONS, ids=["bad-json", "unknown-field", "wrong-type", "no-script", "syntax-error", "load-error", "load-loop", "memory-limit", "module-syntax", "module-missing"])
 def test_invalid_configuration_is_refused_with_a_clear_message(version, upstream, config, message):
     log = refused(version, upstream, config)
     assert re.search(r"\[error\]\[wasm\].*lua: configuration rejected: .*" + message, log), log[-4000:]
