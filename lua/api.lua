@@ -22,6 +22,7 @@ local RESULTS = {
     streamInfo = 1, connection = 1,
     metadata = 1, route = 1, virtualHost = 1, filterContext = 1, connectionStreamInfo = 1,
     importPublicKey = 1, verifySignature = 2, setUpstreamOverrideHost = 0, clearRouteCache = 0, stats = 1,
+    sharedData = 1,
   },
   HeaderMap = {
     get = 1, getAtIndex = 1, getNumValues = 1, add = 0, replace = 0, remove = 0, setHttp1ReasonPhrase = 0,
@@ -54,6 +55,7 @@ local RESULTS = {
     ciphersuiteString = 1, tlsVersion = 1,
   },
   ParsedSubject = { commonName = 1, organizationName = 1 },
+  SharedData = { get = 2, set = "*" },
 }
 local LOG = { logTrace = 0, logDebug = 0, logInfo = 0, logWarn = 0, logErr = 0, logCritical = 0 }
 

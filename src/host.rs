@@ -138,4 +138,9 @@ pub trait Host {
     fn record_metric(&self, id: u32, value: u64) -> HostResult<()>;
     /// The current value of a counter or gauge.
     fn get_metric(&self, id: u32) -> HostResult<u64>;
+    /// A shared-data entry (shared by every worker's VM of this vm_id) and its
+    /// CAS token; `None` when the key is not set.
+    fn get_shared_data(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>>;
+    /// Sets a shared-data entry; `cas` != 0 makes it conditional (status 7).
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> HostResult<()>;
 }

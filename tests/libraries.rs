@@ -271,3 +271,27 @@ fn the_fail_closed_reply_is_configurable() {
         vec![("content-type".to_string(), b"application/json".to_vec()), ("retry-after".to_string(), b"5".to_vec())]
     );
 }
+
+#[test]
+fn shared_data_reads_writes_and_compares_and_swaps() {
+    let p = plugin(json!({"inline_code": r#"
+        function envoy_on_request(h)
+          local sd = h:sharedData()
+          local v, cas = sd:get("hits")
+          h:logInfo(tostring(v) .. " " .. math.type(cas))
+          sd:set("hits", (tonumber(v) or 0) + 1, cas)
+          sd:set("k", "a")
+          local _, c1 = sd:get("k")
+          h:logInfo(tostring(sd:set("k", "b", c1)))
+          local ok, why = sd:set("k", "c", c1)
+          h:logInfo(tostring(ok) .. " " .. tostring(why) .. " " .. sd:get("k"))
+        end
+    "#}));
+    run(&p);
+    run(&p);
+    assert_eq!(
+        logs(&p),
+        vec!["nil integer", "true", "false cas mismatch b", "1 integer", "true", "false cas mismatch b"]
+    );
+    assert_eq!(p.host.shared.borrow()["hits"].0, b"2");
+}

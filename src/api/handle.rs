@@ -5,6 +5,7 @@ use mlua::{Lua, Table, UserData, UserDataFields, Value};
 
 use super::header_map::HeaderMap;
 use super::metadata::{self, RouteObject};
+use super::shared_data::SharedData;
 use super::stats::Stats;
 use super::stream_info::{Connection, StreamInfo};
 use super::{body, crypto, http_call, log, method, misc, script_error, unsupported, values, ApiResult};
@@ -112,6 +113,13 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
         })?,
     )?;
     t.set("clearRouteCache", method(lua, "clearRouteCache", clear_route_cache)?)?;
+    t.set(
+        "sharedData",
+        method(lua, "sharedData", |_, h: &Handle, _| {
+            h.state.check_active()?;
+            Ok(SharedData::new(h.state.clone()))
+        })?,
+    )?;
     t.set("setUpstreamOverrideHost", method(lua, "setUpstreamOverrideHost", set_upstream_override_host)?)?;
     log::add_methods(lua, env, &t)?;
     Ok(t)

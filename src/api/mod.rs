@@ -15,6 +15,7 @@ pub mod http_call;
 pub mod log;
 pub mod metadata;
 pub mod misc;
+pub mod shared_data;
 pub mod ssl;
 pub mod stats;
 pub mod stream_info;
@@ -215,6 +216,7 @@ pub fn raw_methods(lua: &Lua, env: &std::rc::Rc<crate::stream::VmEnv>) -> mlua::
     raw.set("Route", metadata::route_raw_methods(lua, env)?)?;
     raw.set("PublicKey", crypto::raw_methods(lua, env)?)?;
     raw.set("Ssl", ssl::raw_methods(lua, env)?)?;
+    raw.set("SharedData", shared_data::raw_methods(lua, env)?)?;
     raw.set("ParsedSubject", ssl::parsed_subject_methods(lua, env)?)?;
     raw.set("Stats", stats::raw_methods(lua, env)?)?;
     raw.set("Counter", stats::counter_methods(lua, env)?)?;

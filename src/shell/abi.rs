@@ -61,6 +61,20 @@ extern "C" {
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
     #[allow(clippy::too_many_arguments)]
     fn proxy_send_local_response(
         status_code: u32,
@@ -249,4 +263,26 @@ pub fn get_metric(id: u32) -> HostResult<u64> {
     // SAFETY: out-pointer is valid for writes.
     check("get_metric", unsafe { proxy_get_metric(id, &mut value) })?;
     Ok(value)
+}
+
+/// A shared-data entry and its CAS token; `None` when the key is not set.
+pub fn get_shared_data(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    let mut cas = 0u32;
+    // SAFETY: pointer and length describe a live string; out-pointers are valid.
+    let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match status {
+        OK => Ok(Some((take_host_buffer(data, size), cas))),
+        NOT_FOUND => Ok(None),
+        status => Err(HostError { call: "get_shared_data", status }),
+    }
+}
+
+/// Sets a shared-data entry; with `cas` != 0 only if it still has that token
+/// (status 7, CasMismatch, otherwise).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<()> {
+    // SAFETY: pointers and lengths describe live buffers.
+    let status = unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    check("set_shared_data", status)
 }

@@ -86,4 +86,10 @@ impl Host for WasmHost {
     fn get_metric(&self, id: u32) -> HostResult<u64> {
         abi::get_metric(id)
     }
+    fn get_shared_data(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
+        abi::get_shared_data(key)
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> HostResult<()> {
+        abi::set_shared_data(key, value, cas)
+    }
 }

@@ -150,7 +150,26 @@ function envoy_on_response(h)
 end
 """
 
+# A counter both listeners' scripts (separate Lua states in one VM) increment,
+# retrying when another writer came first.
+SHARED_COUNTER = r"""
+function envoy_on_request(h)
+  local sd = h:sharedData()
+  for _ = 1, 10 do
+    local v, cas = sd:get("e2e-hits")
+    local n = (tonumber(v) or 0) + 1
+    if sd:set("e2e-hits", n, cas) then
+      h:headers():add("x-hits", n)
+      return
+    end
+  end
+  error("shared counter kept changing")
+end
+"""
+
 CASES = {
+    "counter_a": Scenario(SHARED_COUNTER),
+    "counter_b": Scenario(SHARED_COUNTER),
     "library": Scenario(LIBRARY_SCRIPT, config={"modules": LIBRARY}, env={"TEAM_SETTING": "from-vm-config"}, stop_iteration=True),
     "per_route": Scenario(None, config=PER_ROUTE, routes=PER_ROUTE_ROUTES),
     "strict": Scenario(STRICT, config={"strict_globals": True}),
@@ -250,3 +269,12 @@ def test_a_moesif_style_library_batches_and_ships_events(libs, upstream):
         time.sleep(0.05)
     assert [e["path"] for e in events] == paths
     assert all(e["status"] == 200 for e in events)
+
+
+def test_shared_data_is_shared_between_lua_states(libs, upstream):
+    seen = []
+    for name in ["counter_a", "counter_b"] * 3:
+        resp, got = send(libs, upstream, name)
+        assert resp.status == 200
+        seen.append(int(got.header("x-hits")))
+    assert seen == list(range(seen[0], seen[0] + 6))

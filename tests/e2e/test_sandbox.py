@@ -31,6 +31,15 @@ function envoy_on_request(h)
     local x = t.x
   elseif bad == "pattern" then
     string.find(string.rep("a", 20), string.rep("(", 40) .. "a" .. string.rep(")", 40))
+  elseif bad == "huge-rep" then
+    local s = string.rep("x", 1 << 40)
+  elseif bad == "table-error" then
+    error({code = 1})
+  elseif bad == "metamethod-error" then
+    local t = setmetatable({}, {__add = function() error("boom in __add") end})
+    local x = t + 1
+  elseif bad == "yield" then
+    coroutine.yield("from the script")
   end
   hd:add("x-good", "yes")
 end
@@ -64,6 +73,10 @@ def good_request_follows(dep, upstream):
         ("recursion", r"stack overflow|not enough memory"),
         ("c-recursion", r"stack overflow"),
         ("pattern", r"too many captures"),
+        ("huge-rep", r"not enough memory|resulting string too large"),
+        ("table-error", r"table: 0x"),
+        ("metamethod-error", r"boom in __add"),
+        ("yield", r"script performed an unexpected yield"),
     ],
 )
 def test_runaway_scripts_fail_that_request_only(sandbox, upstream, bad, message):

@@ -48,6 +48,8 @@ pub struct FakeHost {
     /// Metrics by id - 1: (type, name, value); histogram samples separately.
     pub metrics: RefCell<Vec<(MetricType, String, i64)>>,
     pub samples: RefCell<Vec<(String, u64)>>,
+    /// Shared data: key -> (value, cas).
+    pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
 }
 
 impl FakeHost {
@@ -206,6 +208,19 @@ impl Host for FakeHost {
             MetricType::Histogram => self.samples.borrow_mut().push((m.1.clone(), value)),
             _ => m.2 = value as i64,
         }
+        Ok(())
+    }
+    fn get_shared_data(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
+        Ok(self.shared.borrow().get(key).cloned())
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> HostResult<()> {
+        let mut shared = self.shared.borrow_mut();
+        let current = shared.get(key).map(|e| e.1);
+        if cas != 0 && current.is_some_and(|c| c != cas) {
+            return Err(HostError { call: "set_shared_data", status: 7 });
+        }
+        let next = current.unwrap_or(0) + 1;
+        shared.insert(key.into(), (value.to_vec(), next));
         Ok(())
     }
     fn get_metric(&self, id: u32) -> HostResult<u64> {
