@@ -32,6 +32,9 @@ LIBRARY = {
 }
 
 LIBRARY_SCRIPT = r"""
+-- Load-time probing seen in public Envoy Lua filters must not break the script.
+local conf, conf_err = io.open("/etc/envoy/lua-settings.conf", "r")
+package.path = "/usr/local/share/lua/?.lua;" .. package.path
 local acme = require("acme")
 local json = require("json")
 local b64 = require("base64")
@@ -45,6 +48,7 @@ function envoy_on_request(h)
   hd:add("x-json", json.encode(doc))
   hd:add("x-b64", b64.encode(doc.name))
   hd:add("x-getenv", tostring(os.getenv("TEAM_SETTING")))
+  hd:add("x-io", tostring(conf) .. " " .. conf_err)
 end
 """
 
@@ -204,6 +208,9 @@ def test_require_a_three_level_library_with_helpers_and_vm_env(libs, upstream):
     assert json.loads(got.header("x-json")) == {"name": "widget", "list": [1, 2, 15], "seen": True}
     assert got.header("x-b64") == base64.b64encode(b"widget").decode()
     assert got.header("x-getenv") == "from-vm-config"
+    assert got.header("x-io") == (
+        "nil /etc/envoy/lua-settings.conf: No such file or directory (the proxy-wasm-lua sandbox has no file system)"
+    )
 
 
 def test_an_error_inside_a_module_names_the_module_and_line(libs, upstream):
