@@ -268,14 +268,6 @@ impl Config {
             luajit_compat: raw.luajit_compat.unwrap_or(true),
         })
     }
-
-    /// Every script with its selection name (`None` for the default one).
-    pub fn scripts(&self) -> impl Iterator<Item = (Option<&str>, &Script)> {
-        self.default_script
-            .iter()
-            .map(|s| (None, s))
-            .chain(self.source_codes.iter().map(|(n, s)| (Some(n.as_str()), s)))
-    }
 }
 
 #[cfg(test)]
