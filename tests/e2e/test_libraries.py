@@ -73,6 +73,12 @@ PER_ROUTE_ROUTES = [
         "metadata": {"filter_metadata": {PER_ROUTE_NS: {"disabled": True}}},
     },
     {
+        "name": "lenient",
+        "match": {"prefix": "/lenient"},
+        "route": {"cluster": "upstream"},
+        "metadata": {"filter_metadata": {PER_ROUTE_NS: {"name": "lenient"}}},
+    },
+    {
         "name": "unknown",
         "match": {"prefix": "/unknown"},
         "route": {"cluster": "upstream"},
@@ -88,6 +94,8 @@ PER_ROUTE = {
         "  h:headers():add('x-script', 'auth ' .. tostring((h:filterContext():get('tier'))))\n"
         "end\n"
         "function envoy_on_response(h) h:headers():add('x-resp-script', 'auth') end",
+        # Its own fail_open: its error lets the request through.
+        "lenient": {"inline_string": "function envoy_on_request(h)\n  h:headers():add('x-script', 'lenient')\n  error('lenient fails')\nend", "fail_open": True},
     },
     "filter_context": {"tier": "config"},
 }
@@ -171,7 +179,16 @@ function envoy_on_request(h)
 end
 """
 
+COMPAT = r"""
+function envoy_on_request(h)
+  local a, b = unpack({"x", "y"})
+  h:headers():add("x-compat", a .. b .. " " .. loadstring("return 6 * 7")() .. " " .. table.getn({1, 2, 3})
+    .. " " .. math.pow(2, 3) .. " " .. bit.tohex(bit.bxor(0xf0, 0xff), 2))
+end
+"""
+
 CASES = {
+    "compat": Scenario(COMPAT),
     "counter_a": Scenario(SHARED_COUNTER),
     "counter_b": Scenario(SHARED_COUNTER),
     "library": Scenario(LIBRARY_SCRIPT, config={"modules": LIBRARY}, env={"TEAM_SETTING": "from-vm-config"}, stop_iteration=True),
@@ -226,6 +243,7 @@ def test_an_error_inside_a_module_names_the_module_and_line(libs, upstream):
         ("/auth", "auth config", "auth"),
         ("/ctx", "auth route", "auth"),
         ("/off", None, None),
+        ("/lenient", "lenient", None),
         ("/unknown", None, None),
     ],
 )
@@ -285,3 +303,9 @@ def test_shared_data_is_shared_between_lua_states(libs, upstream):
         assert resp.status == 200
         seen.append(int(got.header("x-hits")))
     assert seen == list(range(seen[0], seen[0] + 6))
+
+
+def test_luajit_era_globals_work(libs, upstream):
+    resp, got = send(libs, upstream, "compat")
+    assert resp.status == 200
+    assert got.header("x-compat") == "xy 42 3 8.0 0f"
