@@ -8,8 +8,41 @@ use std::{env, fs, path::PathBuf};
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap_or_default());
     embed_lua(&out);
+    git_revision();
     if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("wasm32") {
         build_setjmp_runtime();
+    }
+}
+
+/// `PWL_GIT_REV`: the commit the plugin is built from (logged at VM start), with
+/// "-dirty" for uncommitted changes; "unknown" outside a git checkout.
+fn git_revision() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let rev = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(rev) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{rev}-dirty")
+            } else {
+                rev
+            }
+        }
+        None => "unknown".into(),
+    };
+    println!("cargo:rustc-env=PWL_GIT_REV={rev}");
+    // Rebuild when HEAD moves (a new commit or checkout).
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={dir}/{head_ref}");
+        }
     }
 }
 

@@ -17,6 +17,15 @@ pub struct Root {
 impl Context for Root {}
 
 impl RootContext for Root {
+    /// Says which build runs, once per VM.
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        abi::log(
+            LogLevel::Info,
+            &format!("proxy-wasm-lua {} (git {}) started", env!("CARGO_PKG_VERSION"), env!("PWL_GIT_REV")),
+        );
+        true
+    }
+
     /// Returning false makes the host refuse the configuration.
     fn on_configure(&mut self, _size: usize) -> bool {
         let result = abi::plugin_configuration()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import tomllib
 import uuid
 
 import pytest
@@ -30,6 +32,12 @@ def test_smoke_on_every_supported_envoy(version, upstream):
         assert resp.status == 500
         resp = harness.request(dep.port("error"), "/")
         assert resp.status == 200
+
+        # The build says what it is: version from Cargo.toml, git revision.
+        version = tomllib.loads((harness.ROOT / "Cargo.toml").read_text())["package"]["version"]
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=harness.ROOT, capture_output=True, text=True)
+        expected = rev.stdout.strip() if rev.returncode == 0 else "unknown"
+        dep.envoy.wait_log(rf"proxy-wasm-lua {re.escape(version)} \(git {expected}(-dirty)?\) started")
     finally:
         dep.envoy.stop()
 
