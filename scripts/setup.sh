@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSIONS=${ENVOY_VERSIONS:-"1.36.2 1.37.0 1.38.2 1.39.3 1.40.0"}
-APT_PKGS="clang-19 lld-19 llvm-19 wasi-libc wabt unzip openssl skopeo docker-registry"
+APT_PKGS="clang-19 lld-19 llvm-19 wasi-libc wabt unzip openssl skopeo docker-registry lua5.4"
 
 sudo_cmd() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -25,8 +25,8 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
-if ! python3 -c 'import pytest' 2>/dev/null; then
-  echo "setup: installing pytest"
+if ! python3 -c 'import pytest, yaml' 2>/dev/null; then
+  echo "setup: installing the Python test requirements"
   python3 -m pip install -q -r tests/e2e/requirements.txt
 fi
 
