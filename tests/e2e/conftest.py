@@ -48,7 +48,11 @@ class Deployment:
         return None
 
 
-def deploy(version: str, upstream: harness.Upstream, names: list[str], scenarios: dict = SCENARIOS) -> Deployment:
+def deploy(
+    version: str, upstream: harness.Upstream, names: list[str], scenarios: dict = SCENARIOS, extra_clusters=()
+) -> Deployment:
+    """One Envoy serving each named scenario on its own listener; `extra_clusters`
+    are more cluster names (e.g. Istio's outbound|...) for the recording upstream."""
     admin = harness.free_port()
     listeners, ports = [], {}
     workdir_log = Path(harness.tempfile.mkdtemp(prefix="envoy-access-")) / "access.log"
@@ -88,6 +92,7 @@ def deploy(version: str, upstream: harness.Upstream, names: list[str], scenarios
             ]
             listeners.append(lst)
     config = harness.bootstrap(admin, upstream.port, listeners)
+    config["static_resources"]["clusters"] += [harness.cluster(name, upstream.port) for name in extra_clusters]
     envoy = harness.Envoy(version, config, admin).start()
     return Deployment(envoy, ports, workdir_log)
 

@@ -91,6 +91,8 @@ class Upstream:
     - `/big/N`: a body of N bytes; `/empty`: 200 with no body;
     - `/chunked`: a chunked body in three writes; `/trailers`: the same plus a trailer;
     - with `x-404-first`: 404 for the first request of an x-test-id, then as usual;
+    - `/check`: an authorization service: 200 with `x-user: alice` for
+      `authorization: Bearer good`, else 403;
     - anything else: 200 "upstream body\n".
     Every answer has `x-upstream: yes` and two `x-up-multi` headers."""
 
@@ -133,12 +135,17 @@ class Upstream:
                     payload = b"x" * int(parts[2])
                 elif kind == "empty":
                     payload = b""
+                elif kind == "check":
+                    good = self.headers.get("authorization") == "Bearer good"
+                    status, payload = (200, b"ok\n") if good else (403, b"no\n")
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")
                 self.send_header("x-upstream", "yes")
                 self.send_header("x-up-multi", "one")
                 self.send_header("x-up-multi", "two")
                 self.send_header("x-echo-test-id", self.headers.get("x-test-id") or "")
+                if kind == "check" and status == 200:
+                    self.send_header("x-user", "alice")
                 if kind in ("chunked", "trailers"):
                     self.send_header("transfer-encoding", "chunked")
                     if kind == "trailers":

@@ -13,6 +13,7 @@ import yaml
 
 import harness
 from conftest import deploy
+from istio_schema import problems
 from scenarios import Scenario
 
 BUNDLE = harness.ROOT / "scripts" / "bundle.py"
@@ -69,10 +70,12 @@ def test_a_folder_becomes_plugin_config_that_runs_in_envoy(tmp_path, upstream):
 def test_manifests_carry_the_same_config(tmp_path, fmt, kind):
     root = write(tmp_path / "lib", LIBRARY)
     args = ["--name", "moesif", "--namespace", "istio-system", "--url", "oci://registry.example.com/proxy-wasm-lua:0.1.0",
+            "--sha256", "0123456789012345678901234567890123456789012345678901234567890123",
             "--selector", "istio=ingressgateway", "--phase", "AUTHZ"]
     done = bundle(root, "--format", fmt, *args)
     assert done.returncode == 0, done.stderr
     doc = yaml.safe_load(done.stdout)
+    assert problems(doc) == []
     assert doc["kind"] == kind and doc["metadata"] == {"name": "moesif", "namespace": "istio-system"}
     wasm = doc["spec"] if kind == "WasmPlugin" else doc["spec"]["wasm"]
     assert wasm["failStrategy"] == "FAIL_CLOSE"
