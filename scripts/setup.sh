@@ -25,7 +25,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
-if ! python3 -c 'import pytest, yaml' 2>/dev/null; then
+if ! python3 -c 'import pytest, yaml' 2>/dev/null || ! command -v actionlint >/dev/null; then
   echo "setup: installing the Python test requirements"
   python3 -m pip install -q -r tests/e2e/requirements.txt
 fi
