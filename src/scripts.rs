@@ -5,13 +5,14 @@
 //! read; the same settings come from route (or, failing that, virtual-host)
 //! metadata under `per_route_namespace`:
 //! `{"name": "<source_codes key>", "disabled": true, "filter_context": {...}}`.
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use prost_types::value::Kind;
 
 use crate::config::Config;
-use crate::host::Host;
+use crate::host::{Host, MetricType};
 use crate::proto::Metadata;
 use crate::runtime::Runtime;
 
@@ -19,7 +20,14 @@ pub struct Scripts {
     config: Rc<Config>,
     default: Option<Rc<Runtime>>,
     named: BTreeMap<String, Rc<Runtime>>,
+    /// Streams since the memory gauges were last set.
+    streams: Cell<u32>,
+    /// Gauge ids of `lua.vm.heap_bytes` and `lua.vm.linear_memory_bytes`.
+    gauges: Cell<Option<(u32, u32)>>,
 }
+
+/// How often (in streams) the memory gauges are refreshed.
+const MEMORY_REPORT_EVERY: u32 = 256;
 
 /// What a stream runs.
 pub enum Choice {
@@ -41,7 +49,35 @@ impl Scripts {
         for (name, script) in &config.source_codes {
             named.insert(name.clone(), Runtime::new(config.clone(), script, host.clone())?);
         }
-        Ok(Scripts { config, default, named })
+        Ok(Scripts { config, default, named, streams: Cell::new(0), gauges: Cell::new(None) })
+    }
+
+    /// Called when a stream ends: every few streams, sets the gauges
+    /// `wasmcustom.lua.vm.heap_bytes` (all Lua states of this configuration) and
+    /// `wasmcustom.lua.vm.linear_memory_bytes` (the VM's Wasm memory). Gauges are
+    /// per process, so with several workers they show the last reporter's VM.
+    pub fn stream_done(&self, host: &dyn Host, linear_memory_bytes: u64) {
+        let n = self.streams.get();
+        self.streams.set(n.wrapping_add(1));
+        if !n.is_multiple_of(MEMORY_REPORT_EVERY) {
+            return;
+        }
+        let ids = match self.gauges.get() {
+            Some(ids) => ids,
+            None => {
+                let (Ok(heap), Ok(linear)) = (
+                    host.define_metric(MetricType::Gauge, "lua.vm.heap_bytes"),
+                    host.define_metric(MetricType::Gauge, "lua.vm.linear_memory_bytes"),
+                ) else {
+                    return;
+                };
+                self.gauges.set(Some((heap, linear)));
+                (heap, linear)
+            }
+        };
+        let heap: usize = self.default.iter().chain(self.named.values()).map(|rt| rt.lua().used_memory()).sum();
+        let _ = host.record_metric(ids.0, heap as u64);
+        let _ = host.record_metric(ids.1, linear_memory_bytes);
     }
 
     pub fn default_runtime(&self) -> Option<&Rc<Runtime>> {

@@ -295,3 +295,15 @@ fn shared_data_reads_writes_and_compares_and_swaps() {
     );
     assert_eq!(p.host.shared.borrow()["hits"].0, b"2");
 }
+
+#[test]
+fn memory_gauges_report_the_lua_heap_and_linear_memory() {
+    let p = plugin(json!({"inline_code": "big = string.rep('x', 100000)"}));
+    p.scripts.stream_done(p.host.as_ref(), 5 << 20);
+    let heap = p.host.metric("lua.vm.heap_bytes").unwrap();
+    assert!(heap > 100_000, "{heap}");
+    assert_eq!(p.host.metric("lua.vm.linear_memory_bytes"), Some(5 << 20));
+    // Refreshed every 256 streams, not on each.
+    p.scripts.stream_done(p.host.as_ref(), 6 << 20);
+    assert_eq!(p.host.metric("lua.vm.linear_memory_bytes"), Some(5 << 20));
+}

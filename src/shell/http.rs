@@ -87,6 +87,13 @@ impl Context for HttpStream {
 }
 
 impl HttpContext for HttpStream {
+    fn on_log(&mut self) {
+        if let Some(scripts) = &self.scripts {
+            let pages = core::arch::wasm32::memory_size(0) as u64;
+            scripts.stream_done(&WasmHost, pages * 65536);
+        }
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.run(|s| s.on_request_headers(end_of_stream))
     }

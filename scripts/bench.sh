@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The benchmark in one command: set-up, the load generator (Debian's wrk) and
+# matplotlib, both plugins built, then scripts/bench.py (arguments pass through).
+# Writes docs/benchmark.md and docs/benchmark.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+sudo_cmd() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v wrk >/dev/null; then
+  sudo_cmd apt-get install -y -qq wrk >/dev/null
+fi
+python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
+scripts/build.sh
+(cd bench/minimal && cargo build --quiet --release --target wasm32-wasip1)
+exec python3 scripts/bench.py "$@"
