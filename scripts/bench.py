@@ -63,7 +63,7 @@ def filt(variant: str, script: str) -> list[dict]:
 def upstream_config(admin: int, port: int, callout: int) -> dict:
     """A fast upstream (direct responses) that echoes what the filter added."""
     echo = [
-        {"header": {"key": f"x-echo-{h}", "value": f"%REQ({h})%"}}
+        {"header": {"key": f"x-echo-{h}", "value": f"%REQ(x-{h})%"}}
         for h in ("bench", "body-length", "call-status")
     ]
 
@@ -105,7 +105,7 @@ def proc_mem(pid: int) -> tuple[float, float]:
 
 
 def wrk(port: int, script: str, duration: float, threads: int = 1) -> dict:
-    cmd = ["wrk", f"-t{threads}", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency"]
+    cmd = ["wrk", f"-t{threads}", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s", "--latency"]
     lua = None
     if script == "body":
         lua = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
@@ -205,7 +205,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     args = p.parse_args(argv)
     if args.quick:
-        args.rounds, args.duration, args.warmup, args.concurrency = 1, 1.0, 0.3, "1,2"
+        args.rounds, args.duration, args.warmup, args.concurrency = 1, 1.0, 1.0, "1,2"
     levels = [int(c) for c in args.concurrency.split(",")]
     for tool in ("wrk",):
         if not shutil.which(tool):
