@@ -190,6 +190,25 @@ def start(envoy: harness.Envoy, concurrency: int) -> None:
     raise RuntimeError("envoy did not become ready")
 
 
+def growth(version: str, up: int, callout: int, total: int) -> dict:
+    """RSS and the plugin's Lua heap after ~10% of `total` requests and after all
+    of them, on one worker (a leak shows as growth between the two)."""
+    admin, port = harness.free_port(), harness.free_port()
+    envoy = harness.Envoy(version, proxy_config(admin, port, up, callout, "plugin", "header"), admin)
+    start(envoy, 1)
+    try:
+        check_work(port, "header")
+        done, marks = 0, []
+        for target in (total // 10, total):
+            while done < target:
+                done += wrk(port, "header", 5)["requests"]
+            rss, anon = proc_mem(envoy.proc.pid)
+            marks.append({"requests": done, "rss": rss, "anon": anon, **plugin_vm_memory(admin)})
+        return {"early": marks[0], "late": marks[1]}
+    finally:
+        envoy.stop()
+
+
 def median(cells: list[dict], key: str) -> float:
     return statistics.median(c[key] for c in cells)
 
@@ -201,11 +220,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--envoy", default="1.40.0")
     p.add_argument("--concurrency", default="1,2,4,8,16", help="worker counts for the memory table")
+    p.add_argument("--growth-requests", type=int, default=200_000, help="requests of the leak check (0 = skip)")
     p.add_argument("--quick", action="store_true", help="one round, short runs (a smoke test of the benchmark)")
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup, args.concurrency = 1, 1.0, 1.0, "1,2"
+        args.growth_requests = min(args.growth_requests, 20_000)
     levels = [int(c) for c in args.concurrency.split(",")]
     for tool in ("wrk",):
         if not shutil.which(tool):
@@ -230,13 +251,14 @@ def main(argv: list[str]) -> int:
                 for variant in VARIANTS:
                     c = cell(args.envoy, up_port, callout, variant, "header", n, args.duration, args.warmup)
                     memory.setdefault((variant, n), []).append(c)
+        grown = growth(args.envoy, up_port, callout, args.growth_requests) if args.growth_requests else None
     finally:
         upstream.stop()
-    report(args, results, memory, levels, time.monotonic() - began)
+    report(args, results, memory, levels, grown, time.monotonic() - began)
     return 0
 
 
-def report(args, results, memory, levels, elapsed) -> None:
+def report(args, results, memory, levels, grown, elapsed) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     wasm = PLUGIN.read_bytes()
     lines = [
@@ -277,6 +299,17 @@ def report(args, results, memory, levels, elapsed) -> None:
     for n in levels:
         extra = median(memory[("plugin", n)], "anon") - median(memory[("minimal", n)], "anon")
         lines.append(f"| {n} | {extra:.1f} | {4 + n} | {'yes' if extra <= 4 + n else 'no'} |")
+    if grown:
+        e, l = grown["early"], grown["late"]
+
+        def change(k):
+            return (l[k] - e[k]) / e[k] * 100 if e[k] else 0.0
+
+        lines += ["", f"## Growth: `header` script, one worker, {l['requests']} requests", "",
+                  "| after | requests | RSS MiB | RssAnon MiB | Lua heap MiB | linear memory MiB |", "| --- | --- | --- | --- | --- | --- |",
+                  f"| ~10% | {e['requests']} | {e['rss']:.1f} | {e['anon']:.1f} | {e['lua_heap']:.2f} | {e['linear']:.1f} |",
+                  f"| all | {l['requests']} | {l['rss']:.1f} | {l['anon']:.1f} | {l['lua_heap']:.2f} | {l['linear']:.1f} |",
+                  f"| change | | {change('rss'):+.1f}% | {change('anon'):+.1f}% | {change('lua_heap'):+.1f}% | {change('linear'):+.1f}% |"]
     (args.out / "benchmark.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     chart(args, results, memory, levels)
