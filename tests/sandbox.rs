@@ -134,3 +134,30 @@ fn runaway_recursion_and_bad_errors_are_plain_lua_errors() {
     misbehaves(r#"string.find("a", "%")"#, "malformed pattern", none());
     misbehaves("coroutine.yield()", "script performed an unexpected yield", none());
 }
+
+#[test]
+fn coroutines_reused_across_requests_keep_the_budget_and_start_clean() {
+    // Finished request coroutines are reset and reused: a runaway request on a
+    // reused one is still stopped, and the next request runs normally.
+    let p = Plugin::new(
+        &serde_json::json!({"instruction_budget": 100000, "inline_code": r#"
+            local runs = 0
+            function envoy_on_request(h, extra)
+              runs = runs + 1
+              if h:headers():get("x-bad") then while true do end end
+              h:headers():add("x-run", tostring(runs) .. ":" .. tostring(extra))
+            end"#})
+        .to_string(),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(p.request(GET).1, Verdict::Continue, "{}", p.host.all_logs());
+    }
+    let mut bad = GET.to_vec();
+    bad.push(("x-bad", "1"));
+    assert_eq!(p.request(&bad).1, Verdict::Pause);
+    assert!(p.host.logs_at(LogLevel::Error).join("\n").contains("more than 100000 Lua instructions"));
+    assert_eq!(p.request(GET).1, Verdict::Continue, "{}", p.host.all_logs());
+    // The hook got exactly its handle each time: no stale arguments on a reused coroutine.
+    assert_eq!(p.host.header(proxy_wasm_lua::host::MapType::RequestHeaders, "x-run").as_deref(), Some("5:nil"));
+}

@@ -36,9 +36,17 @@ pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
         "headers",
-        method(lua, "headers", |_, h: &Handle, _| -> ApiResult<HeaderMap> {
+        method(lua, "headers", |lua, h: &Handle, _| -> ApiResult<mlua::AnyUserData> {
             h.state.check_active()?;
-            Ok(HeaderMap::new(h.state.clone(), h.dir.headers_map()))
+            let slot = h.dir as usize;
+            if let Some(Some(ud)) = h.state.header_objects.borrow().get(slot) {
+                return Ok(ud.clone());
+            }
+            let ud = lua.create_userdata(HeaderMap::new(h.state.clone(), h.dir.headers_map()))?;
+            if let Some(cached) = h.state.header_objects.borrow_mut().get_mut(slot) {
+                *cached = Some(ud.clone());
+            }
+            Ok(ud)
         })?,
     )?;
     t.set(

@@ -257,8 +257,8 @@ impl Stream {
                     Ok((thread, out))
                 }
                 None => {
-                    let hook = self.runtime.hook(dir).cloned().ok_or_else(|| mlua::Error::runtime("no hook"))?;
-                    let thread = lua.create_thread(hook)?;
+                    let hook = self.runtime.hook(dir).ok_or_else(|| mlua::Error::runtime("no hook"))?;
+                    let thread = self.runtime.thread(hook)?;
                     let handle = lua.create_userdata(Handle::new(self.state.clone(), dir))?;
                     let out = thread.resume::<MultiValue>(handle)?;
                     Ok((thread, out))
@@ -270,6 +270,7 @@ impl Stream {
             Err(e) => Run::Failed(describe_error(&e)),
             Ok((thread, out)) => {
                 if thread.status() != ThreadStatus::Resumable {
+                    self.runtime.recycle(thread);
                     return Run::Finished;
                 }
                 let ours = matches!(out.front(), Some(v) if *v == api::yield_marker());
@@ -451,7 +452,7 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.state.alive.set(false);
+        self.state.end();
     }
 }
 

@@ -282,6 +282,11 @@ pub struct StreamState {
     pub public_keys: RefCell<Vec<(String, rsa::RsaPublicKey)>>,
     /// The route's per-route `filter_context`, which replaces the configured one.
     pub route_filter_context: RefCell<Option<prost_types::Struct>>,
+    /// The `headers()` object of each direction, made on first use: as in Envoy,
+    /// every call returns the same object, and creating a userdata per call
+    /// was a measurable part of a request's cost. It refers back to this state,
+    /// so [`StreamState::end`] drops it.
+    pub header_objects: RefCell<[Option<mlua::AnyUserData>; 2]>,
 }
 
 impl StreamState {
@@ -298,6 +303,7 @@ impl StreamState {
             dynamic_metadata: RefCell::new(None),
             public_keys: RefCell::new(Vec::new()),
             route_filter_context: RefCell::new(None),
+            header_objects: RefCell::new([None, None]),
         })
     }
 
@@ -330,6 +336,18 @@ impl StreamState {
 
     pub fn forwarded(&self, dir: Direction) -> bool {
         self.flow(dir).forwarded.get()
+    }
+
+    /// The stream is over: its objects stop working, and the Lua objects this
+    /// state holds (which hold it in turn) are let go.
+    pub(super) fn end(&self) {
+        self.alive.set(false);
+        if let Ok(mut objects) = self.header_objects.try_borrow_mut() {
+            *objects = [None, None];
+        }
+        if let Ok(mut md) = self.dynamic_metadata.try_borrow_mut() {
+            *md = None;
+        }
     }
 
     pub(super) fn enter(&self) {
