@@ -102,7 +102,7 @@ pub fn lua_type_name(v: &Value) -> &'static str {
 /// The arguments of a method call after `self`, with Envoy-style argument errors.
 pub struct Args {
     method: &'static str,
-    values: Vec<Value>,
+    values: MultiValue,
 }
 
 impl Args {
@@ -182,16 +182,13 @@ where
 }
 
 fn raw_method(lua: &Lua, name: &'static str, f: RawMethod) -> mlua::Result<Function> {
-    lua.create_function(move |lua, args: MultiValue| {
-        let mut values: Vec<Value> = args.into_iter().collect();
-        let this = match values.first() {
-            Some(Value::UserData(ud)) => ud.clone(),
-            _ => {
-                let msg = format!("calling '{name}' on bad self (use ':' to call methods, e.g. handle:{name}())");
-                return (fail_marker(), msg).into_lua_multi(lua);
-            }
+    // `self` and the rest are taken apart by mlua as they come off the stack:
+    // no second vector per call.
+    lua.create_function(move |lua, (this, values): (Value, MultiValue)| {
+        let Value::UserData(this) = this else {
+            let msg = format!("calling '{name}' on bad self (use ':' to call methods, e.g. handle:{name}())");
+            return (fail_marker(), msg).into_lua_multi(lua);
         };
-        values.remove(0);
         let args = Args { method: name, values };
         match f(lua, &this, &args) {
             Ok(r) => Ok(r),
