@@ -68,26 +68,10 @@ fn embed_lua(out: &std::path::Path) {
     }
 }
 
+// The wasm C runtime (setjmp/longjmp, sandboxed libc calls), shared with the
+// benchmark's Lua-floor plugin.
+include!("csrc/wasm_runtime.rs");
+
 fn build_setjmp_runtime() {
-    println!("cargo:rerun-if-changed=csrc");
-    let clang = env::var("WASM_CLANG").unwrap_or_else(|_| "clang-19".into());
-    cc::Build::new()
-        .compiler(clang)
-        .archiver("llvm-ar-19")
-        .file("csrc/setjmp.c")
-        .include("csrc/include")
-        .flag("--target=wasm32-wasip1")
-        .flag("-mexception-handling")
-        .opt_level(2)
-        .compile("setjmp");
-    cc::Build::new()
-        .compiler(env::var("WASM_CLANG").unwrap_or_else(|_| "clang-19".into()))
-        .archiver("llvm-ar-19")
-        .file("csrc/sandbox_libc.c")
-        .flag("--target=wasm32-wasip1")
-        .flag("-isystem")
-        .flag("/usr/include/wasm32-wasi")
-        .opt_level(2)
-        .compile("plw_sandbox_libc");
-    println!("cargo:rustc-link-search=native=/usr/lib/wasm32-wasi");
+    wasm_runtime(std::path::Path::new("csrc"));
 }

@@ -31,8 +31,11 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 import harness  # noqa: E402
 
 PLUGIN = ROOT / "dist" / "plugin.wasm"
-MINIMAL = ROOT / "bench" / "minimal" / "target" / "wasm32-wasip1" / "release" / "minimal_plugin.wasm"
-VARIANTS = ["floor", "native", "minimal", "plugin"]
+MINIMAL = ROOT / "dist" / "bench" / "minimal.wasm"
+LUA_FLOOR = ROOT / "dist" / "bench" / "lua-floor.wasm"
+VARIANTS = ["floor", "native", "minimal", "lua-floor", "plugin"]
+# lua-floor (bench/lua-floor) does the `header` work only.
+ONLY_HEADER = {"lua-floor"}
 SCRIPTS = {
     "noop": "function envoy_on_request(h) end",
     "header": 'function envoy_on_request(h) h:headers():add("x-bench", "1") end\n'
@@ -41,6 +44,14 @@ SCRIPTS = {
     "httpcall": 'function envoy_on_request(h)\n'
     '  local rh = h:httpCall("callout", {[":method"] = "GET", [":path"] = "/callout", [":authority"] = "callout"}, nil, 5000)\n'
     '  h:headers():add("x-call-status", rh[":status"])\nend',
+}
+# Probes, run under the plugin only: what one V8-side operation costs on top of
+# `noop`. A Wasm exception is how Lua unwinds for an error caught by pcall and
+# for every yield (each blocking call: body(), httpCall(), respond()...); a host
+# call that returns data re-enters the module to allocate its result.
+PROBES = {
+    "noop+exception": "function envoy_on_request(h) pcall(error, 'x') end",
+    "noop+header read": "function envoy_on_request(h) local v = h:headers():get('user-agent') end",
 }
 # What the upstream echoes back for each script when the filter did its work.
 CHECK = {"noop": None, "header": ("x-echo-bench", "1"), "body": ("x-echo-body-length", "4096"), "httpcall": ("x-echo-call-status", "200")}
@@ -57,7 +68,12 @@ def filt(variant: str, script: str) -> list[dict]:
         f = harness.wasm_filter(script, vm_id="minimal", root_id="", stop_iteration=True)
         f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(MINIMAL)
         return [f]
-    return [harness.wasm_filter({"inline_code": SCRIPTS[script], "allow_on_headers_stop_iteration": True}, stop_iteration=True)]
+    if variant == "lua-floor":
+        f = harness.wasm_filter("", vm_id="lua-floor", root_id="", stop_iteration=True)
+        f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(LUA_FLOOR)
+        return [f]
+    code = SCRIPTS.get(script) or PROBES[script]
+    return [harness.wasm_filter({"inline_code": code, "allow_on_headers_stop_iteration": True}, stop_iteration=True)]
 
 
 def upstream_config(admin: int, port: int, callout: int) -> dict:
@@ -141,7 +157,7 @@ def check_work(port: int, script: str) -> None:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=BODY if script == "body" else None, method="POST" if script == "body" else "GET")
     with urllib.request.urlopen(req, timeout=5) as r:
         headers = {k.lower(): v for k, v in r.getheaders()}
-    expected = CHECK[script]
+    expected = CHECK.get(script)
     if expected and headers.get(expected[0]) != expected[1]:
         raise RuntimeError(f"{script}: the filter did not do its work ({expected[0]}={headers.get(expected[0])!r})")
 
@@ -218,6 +234,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--memory-duration", type=float, default=1.0, help="load (s) before each memory reading")
     p.add_argument("--envoy", default="1.40.0")
     p.add_argument("--concurrency", default="1,2,4,8,16", help="worker counts for the memory table")
     p.add_argument("--growth-requests", type=int, default=200_000, help="requests of the leak check (0 = skip)")
@@ -241,15 +258,18 @@ def main(argv: list[str]) -> int:
         for rnd in range(args.rounds):
             for script in SCRIPTS:
                 for variant in VARIANTS:
-                    if variant == "floor" and script != "noop":
+                    if variant == "floor" and script != "noop" or variant in ONLY_HEADER and script != "header":
                         continue
                     c = cell(args.envoy, up_port, callout, variant, script, 1, args.duration, args.warmup)
                     results.setdefault((variant, script), []).append(c)
                     print(f"round {rnd + 1} {script:8} {variant:8} {c['rps']:8.0f} rps  cpu/10k {c['cpu_per_10k']:.3f}s  "
                           f"p99 {c['p99']:.2f} ms  rss {c['rss']:.1f} MiB", flush=True)
+            for probe in PROBES:
+                c = cell(args.envoy, up_port, callout, "plugin", probe, 1, args.duration, args.warmup)
+                results.setdefault(("plugin", probe), []).append(c)
             for n in levels:
                 for variant in VARIANTS:
-                    c = cell(args.envoy, up_port, callout, variant, "header", n, args.duration, args.warmup)
+                    c = cell(args.envoy, up_port, callout, variant, "header", n, args.memory_duration, args.warmup)
                     memory.setdefault((variant, n), []).append(c)
         grown = growth(args.envoy, up_port, callout, args.growth_requests) if args.growth_requests else None
     finally:
@@ -268,7 +288,8 @@ def report(args, results, memory, levels, grown, elapsed) -> None:
         f"{args.duration:g} s per cell (medians). Regenerate: `scripts/bench.sh` ({elapsed / 60:.1f} min this run).",
         "",
         f"`plugin.wasm`: {len(wasm) / 1024:.0f} KiB raw, {len(gzip.compress(wasm, 9)) / 1024:.0f} KiB gzip; "
-        f"minimal Rust plugin: {MINIMAL.stat().st_size / 1024:.0f} KiB.",
+        f"minimal Rust plugin: {MINIMAL.stat().st_size / 1024:.0f} KiB; Lua floor (mlua + Lua 5.4 alone): "
+        f"{LUA_FLOOR.stat().st_size / 1024:.0f} KiB.",
         "",
         "## CPU and latency (`--concurrency 1`)",
         "",
@@ -286,6 +307,12 @@ def report(args, results, memory, levels, grown, elapsed) -> None:
                 f"| {script} | {variant} | {median(cells, 'rps'):.0f} | {cpu:.3f} | {cpu / native:.2f}× | "
                 f"{median(cells, 'p50'):.2f} | {median(cells, 'p99'):.2f} | {median(cells, 'ready'):.2f} |"
             )
+    noop = median(results[("plugin", "noop")], "cpu_per_10k")
+    lines += ["", "## What one V8-side operation costs (plugin, CPU µs per request over `noop`)", "",
+              "| probe | CPU µs per request | over `noop` |", "| --- | --- | --- |"]
+    for probe in PROBES:
+        cpu = median(results[("plugin", probe)], "cpu_per_10k")
+        lines.append(f"| {probe} | {cpu * 100:.1f} | +{(cpu - noop) * 100:.1f} |")
     lines += ["", "## Memory after warm-up and load (`header` script), MiB: RSS / RssAnon", "",
               "| variant | " + " | ".join(f"{n} workers" for n in levels) + " |", "| --- |" + " --- |" * len(levels)]
     for variant in VARIANTS:
@@ -295,10 +322,14 @@ def report(args, results, memory, levels, grown, elapsed) -> None:
               + ", ".join(f"{n} workers {median(memory[('plugin', n)], 'lua_heap'):.2f} / {median(memory[('plugin', n)], 'linear'):.1f}"
                           for n in levels)]
     lines += ["", "## Plugin above the minimal Wasm plugin (RssAnon, MiB) and the target 4 + 1 × workers", "",
-              "| workers | plugin − minimal | target | met |", "| --- | --- | --- | --- |"]
+              "The Lua floor splits it: what the interpreter alone costs, and what the API adds on top.", "",
+              "| workers | plugin − minimal | target | met | lua-floor − minimal | plugin − lua-floor |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for n in levels:
-        extra = median(memory[("plugin", n)], "anon") - median(memory[("minimal", n)], "anon")
-        lines.append(f"| {n} | {extra:.1f} | {4 + n} | {'yes' if extra <= 4 + n else 'no'} |")
+        anon = {v: median(memory[(v, n)], "anon") for v in ("plugin", "minimal", "lua-floor")}
+        extra = anon["plugin"] - anon["minimal"]
+        lines.append(f"| {n} | {extra:.1f} | {4 + n} | {'yes' if extra <= 4 + n else 'no'} | "
+                     f"{anon['lua-floor'] - anon['minimal']:.1f} | {anon['plugin'] - anon['lua-floor']:.1f} |")
     if grown:
         e, l = grown["early"], grown["late"]
 
@@ -325,13 +356,13 @@ def chart(args, results, memory, levels) -> None:
         print("matplotlib is missing: no chart (scripts/bench.sh installs it)")
         return
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
-    width = 0.2
+    width = 0.8 / len(VARIANTS)
     for i, variant in enumerate(VARIANTS):
         xs = [j + i * width for j, s in enumerate(SCRIPTS) if (variant, s) in results]
         ys = [median(results[(variant, s)], "cpu_per_10k") for s in SCRIPTS if (variant, s) in results]
         a.bar(xs, ys, width, label=variant)
         b.plot(levels, [median(memory[(variant, n)], "anon") for n in levels], marker="o", label=variant)
-    a.set_xticks([j + 1.5 * width for j in range(len(SCRIPTS))], list(SCRIPTS))
+    a.set_xticks([j + (len(VARIANTS) - 1) / 2 * width for j in range(len(SCRIPTS))], list(SCRIPTS))
     a.set_ylabel("Envoy CPU-seconds per 10k requests")
     a.set_title(f"CPU per request (Envoy {args.envoy})")
     a.legend()

@@ -11,5 +11,10 @@ if ! command -v wrk >/dev/null; then
 fi
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
 scripts/build.sh
+# The reference plugins, stripped like dist/plugin.wasm.
+mkdir -p dist/bench
 (cd bench/minimal && cargo build --quiet --release --target wasm32-wasip1)
+(cd bench/lua-floor && cargo build --quiet --release --target wasm32-wasip1)
+wasm-strip -o dist/bench/minimal.wasm bench/minimal/target/wasm32-wasip1/release/minimal_plugin.wasm
+wasm-strip -o dist/bench/lua-floor.wasm bench/lua-floor/target/wasm32-wasip1/release/lua_floor_plugin.wasm
 exec python3 scripts/bench.py "$@"
