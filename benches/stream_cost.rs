@@ -1,10 +1,14 @@
 //! Per-request cost of the Lua API, native, through the fake host: how many host
-//! calls each benchmark script makes per request and, under
-//! `valgrind --tool=callgrind` (scripts/bench-native.sh), how many instructions.
-//! Host calls cross the Wasm boundary in Envoy, so their count matters as much as
-//! the instructions.
+//! calls each script of scripts/bench.py makes per request and, under callgrind,
+//! how many instructions. Host calls cross the Wasm boundary in Envoy, so their
+//! count matters as much as the instructions.
 //!
 //!   cargo bench --bench stream_cost -- [script] [requests]
+//!
+//! Instructions per request: the difference of two callgrind runs (which cancels
+//! the set-up), e.g. for `header`:
+//!   valgrind --tool=callgrind target/release/deps/stream_cost-<hash> header 2000
+//!   valgrind --tool=callgrind target/release/deps/stream_cost-<hash> header 12000
 #![allow(clippy::panic, clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 #[path = "../tests/fake_host/mod.rs"]
 mod fake_host;
