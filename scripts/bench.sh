@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
-# The benchmark in one command: set-up, the load generator (Debian's wrk) and
-# matplotlib, both plugins built, then scripts/bench.py (arguments pass through).
+# The benchmark in one command: set-up (which installs the load generator,
+# Debian's wrk), matplotlib for the chart, the plugin and the reference plugins
+# built, then scripts/bench.py (arguments pass through).
 # Writes docs/benchmark.md and docs/benchmark.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-sudo_cmd() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-if ! command -v wrk >/dev/null; then
-  sudo_cmd apt-get install -y -qq wrk >/dev/null
-fi
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
 scripts/build.sh
 # The reference plugins, stripped like dist/plugin.wasm.

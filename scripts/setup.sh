@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSIONS=${ENVOY_VERSIONS:-"1.36.2 1.37.0 1.38.2 1.39.3 1.40.0"}
-APT_PKGS="clang-19 lld-19 llvm-19 wasi-libc wabt unzip openssl skopeo docker-registry lua5.4"
+APT_PKGS="clang-19 lld-19 llvm-19 wasi-libc wabt unzip openssl skopeo docker-registry lua5.4 wrk"
 
 sudo_cmd() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
