@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: the plugin side by side with Envoy's native Lua filter, a minimal
-Rust Wasm plugin doing the same work (bench/minimal), and no filter at all, in
-one Envoy binary. Writes docs/benchmark.md and docs/benchmark.png.
+Rust Wasm plugin doing the same work (bench/minimal), the same plus mlua and
+Lua 5.4 alone (bench/lua-floor: `header` and memory only), and no filter at all,
+in one Envoy binary. Writes docs/benchmark.md and docs/benchmark.png.
 
   scripts/bench.sh [--rounds 5] [--duration 3] [--envoy 1.40.0] [--quick]
 
@@ -9,7 +10,9 @@ Per round, every (script, variant) cell runs once, interleaved (A B C D A B C D
 ...). Each cell starts Envoy, checks through the proxy that the filter did its
 work (the upstream echoes what the filter added), warms up, then runs wrk with a
 fixed connection count and reads Envoy's CPU time and memory from /proc. Medians
-over rounds are reported, with ratios to the native Lua filter."""
+over rounds are reported, with ratios to the native Lua filter. The PROBES add
+no header to check; a probe whose operation failed fails its requests closed,
+which fails the cell (any non-2xx under load does)."""
 from __future__ import annotations
 
 import argparse
