@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Publishes a release's artifacts from the built dist/plugin.wasm (run
 # scripts/build.sh first): pushes the image in both forms, signs them with cosign
-# (keyless, when SIGN=1), and writes dist/release/: plugin.wasm, its sha256, the
-# image digests, the istio/ manifests rendered with the compat image's digest, and
+# (keyless, when SIGN=1), and writes dist/release/: plugin.wasm, its sha256,
+# plugin.debug.wasm (the same module with its name section, to turn a trap's Wasm
+# offsets into function names), the image digests, the istio/ manifests rendered with the compat image's digest, and
 # release notes. The release workflow runs exactly this; locally:
 #   scripts/release.sh 127.0.0.1:5000/proxy-wasm-lua --insecure
 set -euo pipefail
@@ -22,6 +23,7 @@ fi
 out=${RELEASE_DIR:-dist/release}
 rm -rf "$out" && mkdir -p "$out"
 cp dist/plugin.wasm "$out/plugin.wasm"
+cp dist/plugin.debug.wasm "$out/plugin.debug.wasm"
 (cd "$out" && sha256sum plugin.wasm > plugin.wasm.sha256)
 
 push() { # form, tag -> manifest digest
@@ -51,6 +53,7 @@ Image (compat form, what the manifests use): \`oci://$repo:$version\`
 - WasmPlugin \`sha256\` for this image: \`${compat#sha256:}\`
 - Two-layer Wasm artifact form: \`oci://$repo:$version-artifact\` (\`${artifact#sha256:}\`)
 - \`plugin.wasm\` sha256 (for http(s):// URLs): \`$(cut -d' ' -f1 "$out/plugin.wasm.sha256")\`
+- \`plugin.debug.wasm\`: the same module with its name section, for reading trap backtraces
 
 Verify the signature: \`cosign verify $repo@$compat --certificate-identity-regexp '.*' --certificate-oidc-issuer https://token.actions.githubusercontent.com\`
 

@@ -17,6 +17,29 @@ from test_oci import ACCEPT, get, registry  # noqa: F401  (pytest fixture)
 RELEASE = harness.ROOT / "scripts" / "release.sh"
 
 
+def custom_sections(module: bytes) -> list[str]:
+    """Names of a Wasm module's custom sections (id 0), read from its section headers."""
+    def leb(pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            b = module[pos]
+            value |= (b & 0x7F) << shift
+            pos += 1
+            if b < 0x80:
+                return value, pos
+            shift += 7
+
+    names, pos = [], 8  # after the magic number and version
+    while pos < len(module):
+        section_id = module[pos]
+        size, body = leb(pos + 1)
+        if section_id == 0:
+            length, start = leb(body)
+            names.append(module[start:start + length].decode())
+        pos = body + size
+    return names
+
+
 def test_release_publishes_and_renders(registry, tmp_path):  # noqa: F811
     host, base = registry
     repo = f"{host}/release-test"
@@ -30,6 +53,10 @@ def test_release_publishes_and_renders(registry, tmp_path):  # noqa: F811
     wasm = (out / "plugin.wasm").read_bytes()
     assert wasm == harness.PLUGIN.read_bytes()
     assert (out / "plugin.wasm.sha256").read_text().split()[0] == hashlib.sha256(wasm).hexdigest()
+    # The debug module is the shipped one plus its name section (which the shipped one lacks).
+    debug = (out / "plugin.debug.wasm").read_bytes()
+    assert "name" in custom_sections(debug) and "name" not in custom_sections(wasm)
+    assert len(debug) > len(wasm)
 
     compat = "sha256:" + hashlib.sha256(get(f"{base}/v2/release-test/manifests/{version}", ACCEPT)).hexdigest()
     artifact = "sha256:" + hashlib.sha256(get(f"{base}/v2/release-test/manifests/{version}-artifact", ACCEPT)).hexdigest()
