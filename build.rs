@@ -1,8 +1,8 @@
 //! Build script:
 //! 1. embeds every file under `lua/` into the plugin (`$OUT_DIR/lua_sources.rs`);
-//! 2. for wasm32, builds the project's setjmp/longjmp runtime (`libsetjmp.a`) that the
-//!    vendored Lua links against, and points the linker at Debian's wasi-libc for
-//!    `libwasi-emulated-signal.a`.
+//! 2. for wasm32, builds the project's C runtime that the vendored Lua links against
+//!    (setjmp/longjmp, sandboxed libc calls: `csrc/wasm_runtime.rs`, shared with
+//!    bench/lua-floor), and points the linker at Debian's wasi-libc.
 use std::{env, fs, path::PathBuf};
 
 fn main() {
@@ -10,7 +10,7 @@ fn main() {
     embed_lua(&out);
     git_revision();
     if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("wasm32") {
-        build_setjmp_runtime();
+        wasm_runtime(std::path::Path::new("csrc"));
     }
 }
 
@@ -68,10 +68,4 @@ fn embed_lua(out: &std::path::Path) {
     }
 }
 
-// The wasm C runtime (setjmp/longjmp, sandboxed libc calls), shared with the
-// benchmark's Lua-floor plugin.
 include!("csrc/wasm_runtime.rs");
-
-fn build_setjmp_runtime() {
-    wasm_runtime(std::path::Path::new("csrc"));
-}
