@@ -1,6 +1,7 @@
 //! Build script:
 //! 1. embeds every file under `lua/` into the plugin (`$OUT_DIR/lua_sources.rs`);
-//! 2. for wasm32, builds the project's C runtime that the vendored Lua links against
+//! 2. builds Lua 5.4 with the project's patches (`csrc/lua_build.rs`);
+//! 3. for wasm32, builds the project's C runtime that Lua links against
 //!    (setjmp/longjmp, sandboxed libc calls: `csrc/wasm_runtime.rs`, shared with
 //!    bench/lua-floor), and points the linker at Debian's wasi-libc.
 use std::{env, fs, path::PathBuf};
@@ -9,7 +10,9 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap_or_default());
     embed_lua(&out);
     git_revision();
-    if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("wasm32") {
+    let wasm = env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("wasm32");
+    lua(&out, wasm);
+    if wasm {
         wasm_runtime(std::path::Path::new("csrc"));
     }
 }
@@ -68,4 +71,5 @@ fn embed_lua(out: &std::path::Path) {
     }
 }
 
+include!("csrc/lua_build.rs");
 include!("csrc/wasm_runtime.rs");
