@@ -58,17 +58,25 @@ fn lua_src_dir() -> std::path::PathBuf {
         println!("cargo:warning=cannot find the lua-src {LUA_SRC_VERSION} sources: {what}");
         std::process::exit(1);
     };
-    // Filtered to the platforms of this build: cargo has downloaded exactly
-    // those packages, so `--offline` holds (unfiltered, it wants every
-    // platform's dependencies).
-    let mut command = std::process::Command::new(cargo);
-    command.args(["metadata", "--format-version", "1", "--offline", "--manifest-path"]).arg(&manifest);
-    for platform in [std::env::var("TARGET"), std::env::var("HOST")].into_iter().flatten() {
-        command.args(["--filter-platform", &platform]);
+    // Filtered to the platforms of this build: cargo has downloaded those
+    // packages, so `--offline` normally holds (unfiltered, it wants every
+    // platform's dependencies). Online again if not (say, a dev-dependency
+    // a plain build never fetched).
+    let metadata = |offline: bool| {
+        let mut command = std::process::Command::new(&cargo);
+        command.args(["metadata", "--format-version", "1", "--manifest-path"]).arg(&manifest);
+        if offline {
+            command.arg("--offline");
+        }
+        for platform in [std::env::var("TARGET"), std::env::var("HOST")].into_iter().flatten() {
+            command.args(["--filter-platform", &platform]);
+        }
+        command.output().unwrap_or_else(|e| fail(format!("cargo metadata: {e}")))
+    };
+    let mut output = metadata(true);
+    if !output.status.success() {
+        output = metadata(false);
     }
-    let output = command
-        .output()
-        .unwrap_or_else(|e| fail(format!("cargo metadata: {e}")));
     if !output.status.success() {
         fail(format!("cargo metadata: {}", String::from_utf8_lossy(&output.stderr)));
     }
