@@ -10,7 +10,12 @@
 -- A raw blocking method returns WAIT when what it needs has not arrived (it has
 -- recorded what it waits for); the wrapper yields YIELD to the stream driver and
 -- calls it again once the driver resumes the coroutine.
-local raw, FAIL, YIELD, WAIT = ...
+--
+-- RESOLVE (type name -> function): the handle and header maps are plain userdata
+-- (src/api/object.rs); their wrappers pass resolve(self) to the raw method.
+-- NATIVE (type name -> method name -> function): methods that are Lua C
+-- functions raising their own errors, used as they are.
+local raw, FAIL, YIELD, WAIT, RESOLVE, NATIVE = ...
 local error, yield = error, coroutine.yield
 
 -- How many values each method returns (wrappers return exactly that many; "*":
@@ -61,29 +66,32 @@ local LOG = { logTrace = 0, logDebug = 0, logInfo = 0, logWarn = 0, logErr = 0, 
 
 local pack, unpack = table.pack, table.unpack
 
-local function wrap(f, n)
+local function as_is(self) return self end
+
+-- resolve: RESOLVE[type] for the plain-userdata objects, else as_is.
+local function wrap(f, n, resolve)
   if n == "*" then -- as many values as the raw method returns (possibly none)
-    return function(...)
-      local r = pack(f(...))
+    return function(self, ...)
+      local r = pack(f(resolve(self), ...))
       if r[1] == FAIL then error(r[2], 2) end
       return unpack(r, 1, r.n)
     end
   end
   if n == 0 then
-    return function(...)
-      local a, b = f(...)
+    return function(self, ...)
+      local a, b = f(resolve(self), ...)
       if a == FAIL then error(b, 2) end
     end
   end
   if n == 2 then
-    return function(...)
-      local a, b = f(...)
+    return function(self, ...)
+      local a, b = f(resolve(self), ...)
       if a == FAIL then error(b, 2) end
       return a, b
     end
   end
-  return function(...)
-    local a, b = f(...)
+  return function(self, ...)
+    local a, b = f(resolve(self), ...)
     if a == FAIL then error(b, 2) end
     return a
   end
@@ -96,22 +104,26 @@ for type_name, fns in pairs(raw) do
     if name:sub(1, 1) ~= "_" then
       local n = results[name] or LOG[name]
       if n == nil then error("api.lua: no result count for " .. type_name .. "." .. name) end
-      methods[name] = wrap(f, n)
+      methods[name] = wrap(f, n, RESOLVE[type_name] or as_is)
     end
   end
+  for name, f in pairs(NATIVE[type_name] or {}) do methods[name] = f end
   objects[type_name] = { methods = methods }
 end
 
 local handle = objects.Handle.methods
 local raw_handle = raw.Handle
+local RH = RESOLVE.Handle
 
 -- A blocking method with one result: yields until the raw part has it.
+-- (self stays referenced here, so the resolved pointer stays valid across yields.)
 local function blocking(f)
   return function(self, arg)
-    local a, b = f(self, arg)
+    local s = RH(self)
+    local a, b = f(s, arg)
     while a == WAIT do
       yield(YIELD)
-      a, b = f(self, arg)
+      a, b = f(s, arg)
     end
     if a == FAIL then error(b, 2) end
     return a
@@ -124,13 +136,13 @@ handle.trailers = blocking(raw_handle._trailers)
 -- bodyChunks(): an iterator whose every step waits for the next data frame.
 local raw_chunks, raw_next = raw_handle._bodyChunks, raw_handle._nextChunk
 handle.bodyChunks = function(self)
-  local a, b = raw_chunks(self)
+  local a, b = raw_chunks(RH(self))
   if a == FAIL then error(b, 2) end
   return function()
-    local c, m = raw_next(self)
+    local c, m = raw_next(RH(self))
     while c == WAIT do
       yield(YIELD)
-      c, m = raw_next(self)
+      c, m = raw_next(RH(self))
     end
     if c == FAIL then error(m, 2) end
     return c
@@ -140,12 +152,13 @@ end
 -- httpCall(...): (headers, body) once the answer arrives; nothing if asynchronous.
 local raw_call, raw_result = raw_handle._httpCall, raw_handle._httpCallResult
 handle.httpCall = function(self, ...)
-  local a, b = raw_call(self, ...)
+  local s = RH(self)
+  local a, b = raw_call(s, ...)
   if a == FAIL then error(b, 2) end
   if a == nil then return end
   while a == WAIT do
     yield(YIELD)
-    a, b = raw_result(self)
+    a, b = raw_result(s)
   end
   if a == FAIL then error(b, 2) end
   return a, b
@@ -155,20 +168,21 @@ end
 -- for the rest of the stream, as in Envoy (no script code runs after it).
 local raw_respond = raw_handle._respond
 handle.respond = function(self, headers, body)
-  local a, b = raw_respond(self, headers, body)
+  local a, b = raw_respond(RH(self), headers, body)
   if a == FAIL then error(b, 2) end
   while true do yield(YIELD) end
 end
 
 -- pairs(obj): iterates a snapshot (header entries in wire order; metadata namespaces).
-local function pairs_of(raw_pairs)
+local function pairs_of(raw_pairs, resolve)
+  resolve = resolve or as_is
   return function(self)
-    local it, msg = raw_pairs(self)
+    local it, msg = raw_pairs(resolve(self))
     if it == FAIL then error(msg, 2) end
     return it, self, nil
   end
 end
-objects.HeaderMap.pairs = pairs_of(raw.HeaderMap._pairs)
+objects.HeaderMap.pairs = pairs_of(raw.HeaderMap._pairs, RESOLVE.HeaderMap)
 objects.DynamicMetadata.pairs = pairs_of(raw.DynamicMetadata._pairs)
 objects.Metadata.pairs = pairs_of(raw.Metadata._pairs)
 

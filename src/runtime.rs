@@ -218,11 +218,14 @@ fn sandbox(lua: &Lua, budget: &Rc<Budget>, modules: Table, luajit_compat: bool) 
 /// type's method table and `__pairs` for the userdata metatables.
 fn install_api(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<()> {
     let raw = api::raw_methods(lua, env)?;
+    let (resolvers, natives) = api::native_methods(lua)?;
     let objects: Table = lua.load(bundled("api").map_err(mlua::Error::runtime)?).set_name("=lua/api.lua").call((
         raw,
         api::fail_marker(),
         api::yield_marker(),
         api::wait_marker(),
+        resolvers,
+        natives,
     ))?;
     let resolution = lua.create_table()?;
     resolution.set("MILLISECOND", api::misc::MILLISECOND)?;
@@ -235,5 +238,8 @@ fn install_api(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<()> {
             lua.set_named_registry_value(&api::pairs_key(&type_name), f)?;
         }
     }
+    let methods_of = |name: &str| objects.get::<Table>(name)?.get::<Table>("methods");
+    let header_pairs: Function = objects.get::<Table>("HeaderMap")?.get("pairs")?;
+    api::object::install(lua, &methods_of("Handle")?, &methods_of("HeaderMap")?, &header_pairs)?;
     Ok(())
 }

@@ -507,3 +507,48 @@ fn response_hook_may_edit_the_reply_of_respond() {
     );
     assert!(p.host.logs_at(LogLevel::Error).is_empty());
 }
+
+#[test]
+fn plain_userdata_objects_check_self_and_refuse_the_api_markers() {
+    // The handle and header maps are plain userdata (src/api/object.rs); a
+    // script can get the API's yield marker (a light userdata) by calling a
+    // blocking method in its own coroutine. Passed as `self`, it must be refused
+    // like any bad self, never read as an object.
+    let p = Plugin::with_script(
+        r#"
+        function envoy_on_request(h)
+          local hd = h:headers()
+          local co = coroutine.create(function() return h:body() end)
+          local _, marker = coroutine.resume(co)
+          local function try(f, ...)
+            local ok, e = pcall(f, ...)
+            h:logInfo(tostring(ok) .. " " .. tostring(e))
+          end
+          try(hd.get, marker, "x")
+          try(hd.getNumValues, marker, "x")
+          try(h.headers, marker)
+          try(h.streamInfo, marker)
+          try(h.headers, hd)
+          try(hd.add, h, "x", "1")
+          try(function() for _ in pairs(h) do end end)
+          h:logInfo(type(h) .. " " .. type(hd) .. " " .. tostring(getmetatable(h)) .. " "
+            .. tostring(h):match("^%a+") .. " " .. tostring(hd):match("^%a+") .. " " .. tostring(h:headers() == hd))
+        end
+        "#,
+    );
+    let (_s, _) = p.request_with_body(GET);
+    let logs: Vec<String> = info_logs(&p).iter().map(|l| l.trim_start_matches("script log: ").to_string()).collect();
+    // pcall calls the method directly, so the error has no script position.
+    let long = |m: &str| format!("false calling '{m}' on bad self (use ':' to call methods, e.g. handle:{m}())");
+    let expected = [
+        long("get"),
+        long("getNumValues"),
+        long("headers"),
+        long("streamInfo"),
+        "false calling 'headers' on bad self".into(),
+        "false calling 'add' on bad self".into(),
+        "false inline_code:16: bad argument #1 to 'for iterator' (table expected, got Handle)".into(),
+        "userdata userdata false Handle HeaderMap true".into(),
+    ];
+    assert_eq!(logs, expected, "{}", p.host.all_logs());
+}

@@ -8,7 +8,6 @@ use mlua::{IntoLua, Lua, Value};
 
 use super::buffer::{Buffer, Kind};
 use super::handle::Handle;
-use super::header_map::HeaderMap;
 use super::{script_error, wait_marker, ApiResult, Args};
 use crate::stream::{Trailers, Wait};
 
@@ -88,7 +87,7 @@ pub fn trailers(lua: &Lua, h: &Handle, _: &Args) -> ApiResult<Value> {
     let flow = h.state.flow(h.dir);
     if flow.trailers.get() != Trailers::None {
         ready(h);
-        return Ok(HeaderMap::new(h.state.clone(), h.dir.trailers_map()).into_lua(lua)?);
+        return Ok(Value::UserData(super::object::new_header_map(lua, &h.state, h.dir.trailers_map(), false)?));
     }
     if flow.end.get() {
         ready(h);

@@ -1,10 +1,12 @@
 //! The stream handle passed to `envoy_on_request` / `envoy_on_response`.
 use std::rc::Rc;
 
-use mlua::{Lua, Table, UserData, UserDataFields, Value};
+use std::ffi::c_int;
 
-use super::header_map::HeaderMap;
+use mlua::{ffi, Lua, Table, Value};
+
 use super::metadata::{self, RouteObject};
+use super::object::{self, Kind};
 use super::shared_data::SharedData;
 use super::stats::Stats;
 use super::stream_info::{Connection, StreamInfo};
@@ -26,34 +28,40 @@ impl Handle {
     }
 }
 
-impl UserData for Handle {
-    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        super::add_object_fields(fields, "Handle", false);
+/// `headers()`, a Lua C function (object.rs): every call in a stream returns the
+/// same object, as Envoy's does, kept as the handle's user value.
+///
+/// # Safety
+/// A Lua C function: only Lua calls it, with its arguments on the stack.
+pub unsafe extern "C-unwind" fn headers(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua; `raise` runs with nothing left to drop.
+    unsafe {
+        let token = match object::self_token(state, object::HANDLE, "headers") {
+            Ok(t) => t,
+            Err(msg) => object::raise(state, msg),
+        };
+        let Kind::Handle(dir) = token.kind else { object::raise(state, "calling 'headers' on bad self".into()) };
+        if let Err(msg) = token.stream() {
+            object::raise(state, msg.into());
+        }
+        if ffi::lua_getiuservalue(state, 1, 1) == ffi::LUA_TUSERDATA {
+            return 1;
+        }
+        ffi::lua_pop(state, 1);
+        object::push(state, object::header_map_token(&token, dir.headers_map()));
+        ffi::lua_pushvalue(state, -1);
+        ffi::lua_setiuservalue(state, 1, 1);
+        1
     }
 }
 
 pub fn raw_methods(lua: &Lua, env: &Rc<VmEnv>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
-        "headers",
-        method(lua, "headers", |lua, h: &Handle, _| -> ApiResult<mlua::AnyUserData> {
-            h.state.check_active()?;
-            let slot = h.dir as usize;
-            if let Some(Some(ud)) = h.state.header_objects.borrow().get(slot) {
-                return Ok(ud.clone());
-            }
-            let ud = lua.create_userdata(HeaderMap::new(h.state.clone(), h.dir.headers_map()))?;
-            if let Some(cached) = h.state.header_objects.borrow_mut().get_mut(slot) {
-                *cached = Some(ud.clone());
-            }
-            Ok(ud)
-        })?,
-    )?;
-    t.set(
         "downstreamRequestHeaders",
-        method(lua, "downstreamRequestHeaders", |_, h: &Handle, _| -> ApiResult<HeaderMap> {
+        method(lua, "downstreamRequestHeaders", |lua, h: &Handle, _| -> ApiResult<mlua::AnyUserData> {
             h.state.check_active()?;
-            Ok(HeaderMap::read_only(h.state.clone(), MapType::RequestHeaders))
+            Ok(object::new_header_map(lua, &h.state, MapType::RequestHeaders, true)?)
         })?,
     )?;
     // The blocking methods are Lua functions in lua/api.lua around these.

@@ -15,6 +15,7 @@ pub mod http_call;
 pub mod log;
 pub mod metadata;
 pub mod misc;
+pub mod object;
 pub mod shared_data;
 pub mod ssl;
 pub mod stats;
@@ -23,7 +24,7 @@ pub mod values;
 
 use std::ffi::c_void;
 
-use mlua::{AnyUserData, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, UserData, Value};
+use mlua::{Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, UserData, Value};
 
 use crate::host::HostError;
 
@@ -156,16 +157,16 @@ impl Args {
 }
 
 /// A raw method with its `self` still untyped and its results converted.
-type RawMethod = Box<dyn Fn(&Lua, &AnyUserData, &Args) -> ApiResult<MultiValue>>;
+type RawMethod = Box<dyn Fn(&Lua, &Value, &Args) -> ApiResult<MultiValue>>;
 
-/// Wraps `f` as a raw method of userdata type `T`: checks `self`, converts
-/// script errors to `(FAIL, message)`. The typed part is a small boxed closure
-/// and the Lua function around it is one non-generic instance: with ~150 methods
-/// that keeps `plugin.wasm` hundreds of KB smaller than a generic
-/// `create_function` per method.
+/// Wraps `f` as a raw method of type `T`: checks `self` (see
+/// [`object::ApiSelf`]), converts script errors to `(FAIL, message)`. The typed
+/// part is a small boxed closure and the Lua function around it is one
+/// non-generic instance: with ~150 methods that keeps `plugin.wasm` hundreds of
+/// KB smaller than a generic `create_function` per method.
 pub fn method<T, F, R>(lua: &Lua, name: &'static str, f: F) -> mlua::Result<Function>
 where
-    T: UserData + 'static,
+    T: object::ApiSelf,
     F: Fn(&Lua, &T, &Args) -> ApiResult<R> + 'static,
     R: IntoLuaMulti,
 {
@@ -173,7 +174,7 @@ where
         lua,
         name,
         Box::new(move |lua, this, args| {
-            let Ok(obj) = this.borrow::<T>() else {
+            let Some(obj) = T::resolve(this)? else {
                 return script_error(format!("calling '{name}' on bad self"));
             };
             Ok(f(lua, &obj, args)?.into_lua_multi(lua)?)
@@ -185,10 +186,11 @@ fn raw_method(lua: &Lua, name: &'static str, f: RawMethod) -> mlua::Result<Funct
     // `self` and the rest are taken apart by mlua as they come off the stack:
     // no second vector per call.
     lua.create_function(move |lua, (this, values): (Value, MultiValue)| {
-        let Value::UserData(this) = this else {
+        // A light userdata is a resolved object (lua/api.lua, object::resolve).
+        if !matches!(this, Value::UserData(_) | Value::LightUserData(_)) {
             let msg = format!("calling '{name}' on bad self (use ':' to call methods, e.g. handle:{name}())");
             return (fail_marker(), msg).into_lua_multi(lua);
-        };
+        }
         let args = Args { method: name, values };
         match f(lua, &this, &args) {
             Ok(r) => Ok(r),
@@ -220,6 +222,28 @@ pub fn raw_methods(lua: &Lua, env: &std::rc::Rc<crate::stream::VmEnv>) -> mlua::
     raw.set("Gauge", stats::gauge_methods(lua, env)?)?;
     raw.set("Histogram", stats::histogram_methods(lua, env)?)?;
     Ok(raw)
+}
+
+/// For lua/api.lua: `resolve(self)` of the plain-userdata objects (object.rs),
+/// and the methods that are Lua C functions (complete: they raise their own
+/// errors), both by type name.
+pub fn native_methods(lua: &Lua) -> mlua::Result<(Table, Table)> {
+    // SAFETY: these are Lua C functions that follow the Lua C API's rules.
+    let c = |f: mlua::ffi::lua_CFunction| unsafe { lua.create_c_function(f) };
+    let resolvers = lua.create_table()?;
+    resolvers.set("Handle", c(object::resolve_handle)?)?;
+    resolvers.set("HeaderMap", c(object::resolve_header_map)?)?;
+    let natives = lua.create_table()?;
+    let handle = lua.create_table()?;
+    handle.set("headers", c(handle::headers)?)?;
+    natives.set("Handle", handle)?;
+    let headers = lua.create_table()?;
+    headers.set("get", c(header_map::get)?)?;
+    headers.set("add", c(header_map::add)?)?;
+    headers.set("replace", c(header_map::replace)?)?;
+    headers.set("remove", c(header_map::remove)?)?;
+    natives.set("HeaderMap", headers)?;
+    Ok((resolvers, natives))
 }
 
 /// Registry key of an object type's method table (its `__index`).

@@ -13,7 +13,7 @@ use mlua::thread::ThreadStatus;
 use mlua::{MultiValue, Thread};
 
 use super::state::{CallResult, Direction, Flow, PerDirection, StreamState, Trailers, Wait};
-use crate::api::{self, handle::Handle};
+use crate::api;
 use crate::host::{LocalReply, LogLevel, MapType};
 use crate::runtime::Runtime;
 
@@ -259,7 +259,7 @@ impl Stream {
                 None => {
                     let hook = self.runtime.hook(dir).ok_or_else(|| mlua::Error::runtime("no hook"))?;
                     let thread = self.runtime.thread(hook)?;
-                    let handle = lua.create_userdata(Handle::new(self.state.clone(), dir))?;
+                    let handle = api::object::new_handle(lua, &self.state, dir)?;
                     let out = thread.resume::<MultiValue>(handle)?;
                     Ok((thread, out))
                 }

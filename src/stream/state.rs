@@ -1,11 +1,12 @@
 //! What the Lua objects of one stream share with the driver.
 //!
-//! Objects (handle, header maps, buffers) hold an `Rc<StreamState>` and always
-//! look at the current state, so an object obtained before a yield stays usable
-//! after it; an operation that is impossible at that moment (editing headers that
-//! were already passed on) fails with a message saying why.
+//! Objects (buffers, stream info, ...) hold an `Rc<StreamState>`; the handle and
+//! header maps name it by id (api/object.rs). Either way they always look at the
+//! current state, so an object obtained before a yield stays usable after it; an
+//! operation that is impossible at that moment (editing headers that were
+//! already passed on) fails with a message saying why.
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use crate::api::{self, ApiResult};
@@ -108,6 +109,9 @@ pub struct VmEnv {
     /// Which stream the host is calling into (host calls act on that stream only).
     current: Cell<u64>,
     next_id: Cell<u64>,
+    /// Ids of the streams not yet ended (api/object.rs tells a kept object of a
+    /// live stream from one of an ended stream by it).
+    live: RefCell<HashSet<u64>>,
 }
 
 /// The parts of the configuration the Lua API needs at request time.
@@ -140,7 +144,18 @@ impl VmEnv {
             metrics: RefCell::new(HashMap::new()),
             current: Cell::new(0),
             next_id: Cell::new(1),
+            live: RefCell::new(HashSet::new()),
         })
+    }
+
+    /// The id of the stream the host is calling into (0: none).
+    pub fn current_stream(&self) -> u64 {
+        self.current.get()
+    }
+
+    /// Whether stream `id` has not ended yet.
+    pub fn is_live(&self, id: u64) -> bool {
+        self.live.try_borrow().is_ok_and(|l| l.contains(&id))
     }
 
     /// The configured `filter_name`, else the plugin's name as Envoy knows it
@@ -282,17 +297,15 @@ pub struct StreamState {
     pub public_keys: RefCell<Vec<(String, rsa::RsaPublicKey)>>,
     /// The route's per-route `filter_context`, which replaces the configured one.
     pub route_filter_context: RefCell<Option<prost_types::Struct>>,
-    /// The `headers()` object of each direction, made on first use: as in Envoy,
-    /// every call returns the same object, and creating a userdata per call
-    /// was a measurable part of a request's cost. It refers back to this state,
-    /// so [`StreamState::end`] drops it.
-    pub header_objects: RefCell<[Option<mlua::AnyUserData>; 2]>,
 }
 
 impl StreamState {
     pub(super) fn new(env: Rc<VmEnv>) -> Rc<StreamState> {
         let id = env.next_id.get();
         env.next_id.set(id.wrapping_add(1));
+        if let Ok(mut live) = env.live.try_borrow_mut() {
+            live.insert(id);
+        }
         Rc::new(StreamState {
             env,
             id,
@@ -303,7 +316,6 @@ impl StreamState {
             dynamic_metadata: RefCell::new(None),
             public_keys: RefCell::new(Vec::new()),
             route_filter_context: RefCell::new(None),
-            header_objects: RefCell::new([None, None]),
         })
     }
 
@@ -339,11 +351,11 @@ impl StreamState {
     }
 
     /// The stream is over: its objects stop working, and the Lua objects this
-    /// state holds (which hold it in turn) are let go.
+    /// state holds (which may hold it in turn) are let go.
     pub(super) fn end(&self) {
         self.alive.set(false);
-        if let Ok(mut objects) = self.header_objects.try_borrow_mut() {
-            *objects = [None, None];
+        if let Ok(mut live) = self.env.live.try_borrow_mut() {
+            live.remove(&self.id);
         }
         if let Ok(mut md) = self.dynamic_metadata.try_borrow_mut() {
             *md = None;
@@ -364,17 +376,18 @@ impl StreamState {
     /// Host calls are only valid for the stream the host is calling into.
     pub fn check_active(&self) -> ApiResult<()> {
         if !self.alive.get() {
-            return api::script_error(
-                "object used after its stream ended (stream objects must not be kept across requests)",
-            );
+            return api::script_error(Self::AFTER_ITS_STREAM);
         }
         if self.env.current.get() != self.id {
-            return api::script_error(
-                "object used outside of its stream (stream objects must not be kept across requests)",
-            );
+            return api::script_error(Self::OUTSIDE_ITS_STREAM);
         }
         Ok(())
     }
+
+    pub const AFTER_ITS_STREAM: &'static str =
+        "object used after its stream ended (stream objects must not be kept across requests)";
+    pub const OUTSIDE_ITS_STREAM: &'static str =
+        "object used outside of its stream (stream objects must not be kept across requests)";
 
     fn map_direction(map: MapType) -> Direction {
         match map {
