@@ -30,6 +30,7 @@ pub struct Runtime {
     env: Rc<VmEnv>,
     config: Rc<Config>,
     script: Script,
+    /// The hooks, each through lua/hook.lua (which makes the handle).
     on_request: Option<Function>,
     on_response: Option<Function>,
     /// Finished coroutines kept for the next hook run: resetting one is much
@@ -103,8 +104,21 @@ impl Runtime {
                 Err(e) => Err(internal("hooks", e)),
             }
         };
-        let on_request = hook(Direction::Request)?;
-        let on_response = hook(Direction::Response)?;
+        // SAFETY: make_handle is a Lua C function following the C API's rules.
+        let make_handle =
+            unsafe { lua.create_c_function(api::object::make_handle) }.map_err(|e| internal("hooks", e))?;
+        let runner = |f: Option<Function>| -> Result<Option<Function>, String> {
+            let Some(f) = f else { return Ok(None) };
+            let source = bundled("hook")?;
+            let run: Function = lua
+                .load(source)
+                .set_name("=lua/hook.lua")
+                .call((f, make_handle.clone()))
+                .map_err(|e| internal("hooks", e))?;
+            Ok(Some(run))
+        };
+        let on_request = runner(hook(Direction::Request)?)?;
+        let on_response = runner(hook(Direction::Response)?)?;
         if config.strict_globals {
             lua.load(bundled("strict")?)
                 .set_name("=lua/strict.lua")

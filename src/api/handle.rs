@@ -36,7 +36,7 @@ impl Handle {
 pub unsafe extern "C-unwind" fn headers(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by Lua; `raise` runs with nothing left to drop.
     unsafe {
-        let token = match object::self_token(state, object::HANDLE, "headers") {
+        let token = match object::self_token(state, &object::HANDLE, "headers") {
             Ok(t) => t,
             Err(msg) => object::raise(state, msg),
         };

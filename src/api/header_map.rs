@@ -116,7 +116,7 @@ fn name_and_value(name: &[u8], value: &[u8]) -> ApiResult<String> {
 /// `self`, its stream and whether it is read-only, or the error to raise.
 unsafe fn this(state: *mut ffi::lua_State, method: &str) -> Result<(Token, MapType, bool), String> {
     // SAFETY: called from a Lua C function.
-    let token = unsafe { object::self_token(state, object::HEADER_MAP, method) }?;
+    let token = unsafe { object::self_token(state, &object::HEADER_MAP, method) }?;
     match token.kind {
         Kind::HeaderMap { map, read_only } => Ok((token, map, read_only)),
         Kind::Handle(_) => Err(format!("calling '{method}' on bad self")),

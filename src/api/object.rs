@@ -16,7 +16,7 @@
 //! every other object. Their Lua wrappers (lua/api.lua) pass `self` through
 //! [`resolve`] first, which turns a genuine object into a light userdata
 //! pointing at its token ([`ApiSelf`] reads it back).
-use std::ffi::{c_int, CStr};
+use std::ffi::{c_int, c_void, CStr};
 use std::rc::Rc;
 
 use mlua::{ffi, AnyUserData, Function, Lua, Table, Value};
@@ -27,9 +27,32 @@ use super::{script_error, ApiResult};
 use crate::host::MapType;
 use crate::stream::{Direction, StreamState, VmEnv};
 
-/// Metatable names (registry keys, and `__name`: what `tostring` shows).
-pub const HANDLE: &CStr = c"Handle";
-pub const HEADER_MAP: &CStr = c"HeaderMap";
+/// An object type: its `__name` (what `tostring` and argument errors show) and
+/// the registry key of its metatable (a light userdata: no string to hash).
+pub struct Type {
+    name: &'static CStr,
+    key: &'static u8,
+}
+
+static HANDLE_KEY: u8 = 0;
+static HEADER_MAP_KEY: u8 = 0;
+pub static HANDLE: Type = Type { name: c"Handle", key: &HANDLE_KEY };
+pub static HEADER_MAP: Type = Type { name: c"HeaderMap", key: &HEADER_MAP_KEY };
+
+impl Type {
+    fn key(&self) -> *const c_void {
+        (self.key as *const u8).cast()
+    }
+
+    /// Pushes the type's metatable.
+    ///
+    /// # Safety
+    /// `state` is a Lua state the metatables were installed in.
+    unsafe fn push_metatable(&self, state: *mut ffi::lua_State) {
+        // SAFETY: see above.
+        unsafe { ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, self.key()) };
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -93,8 +116,10 @@ pub fn install(lua: &Lua, handle_methods: &Table, header_methods: &Table, header
     unsafe {
         lua.exec_raw::<()>((handle_methods, header_methods, header_pairs), |state| {
             // Stack: 1 handle methods, 2 header methods, 3 header pairs.
-            for (name, methods, pairs) in [(HANDLE, 1, None), (HEADER_MAP, 2, Some(3))] {
-                ffi::luaL_newmetatable(state, name.as_ptr());
+            for (ty, methods, pairs) in [(&HANDLE, 1, None), (&HEADER_MAP, 2, Some(3))] {
+                ffi::lua_createtable(state, 0, 4);
+                ffi::lua_pushstring(state, ty.name.as_ptr());
+                ffi::lua_setfield(state, -2, c"__name".as_ptr());
                 ffi::lua_pushvalue(state, methods);
                 ffi::lua_setfield(state, -2, c"__index".as_ptr());
                 if let Some(pairs) = pairs {
@@ -103,7 +128,7 @@ pub fn install(lua: &Lua, handle_methods: &Table, header_methods: &Table, header
                 }
                 ffi::lua_pushboolean(state, 0);
                 ffi::lua_setfield(state, -2, c"__metatable".as_ptr());
-                ffi::lua_pop(state, 1);
+                ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, ty.key());
             }
         })
     }
@@ -116,27 +141,49 @@ pub fn install(lua: &Lua, handle_methods: &Table, header_methods: &Table, header
 /// # Safety
 /// `state` is a running Lua state with room for one more value.
 pub unsafe fn push(state: *mut ffi::lua_State, token: Token) {
-    let (name, user_values) = match token.kind {
-        Kind::Handle(_) => (HANDLE, 1),
-        Kind::HeaderMap { .. } => (HEADER_MAP, 0),
+    let (ty, user_values) = match token.kind {
+        Kind::Handle(_) => (&HANDLE, 1),
+        Kind::HeaderMap { .. } => (&HEADER_MAP, 0),
     };
     // SAFETY: a fresh block of the token's size (Lua aligns it for any type).
     unsafe {
         let block = ffi::lua_newuserdatauv(state, std::mem::size_of::<Token>(), user_values);
         std::ptr::write(block.cast::<Token>(), token);
-        ffi::luaL_setmetatable(state, name.as_ptr());
+        ty.push_metatable(state);
+        ffi::lua_setmetatable(state, -2);
     }
+}
+
+/// `make_handle(stream, dir)`: the handle a hook runs with, made in Lua (see
+/// `runtime.rs`: hooks run through a small Lua function calling this), so the
+/// driver only passes a pointer and a number to the coroutine. `stream` is the
+/// state the driver is running; scripts never see this function.
+///
+/// # Safety
+/// A Lua C function: only the hook runner calls it, with a live stream.
+pub unsafe extern "C-unwind" fn make_handle(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: the runner passes the driver's live StreamState and a direction.
+    unsafe {
+        let stream = ffi::lua_touserdata(state, 1).cast::<StreamState>().cast_const();
+        let dir = if ffi::lua_tointegerx(state, 2, std::ptr::null_mut()) == Direction::Response as ffi::lua_Integer {
+            Direction::Response
+        } else {
+            Direction::Request
+        };
+        if stream.is_null() {
+            raise(state, "internal error: hook run without a stream".into());
+        }
+        let s = &*stream;
+        let token = Token { env: Rc::as_ptr(&s.env), stream, id: s.id(), kind: Kind::Handle(dir) };
+        push(state, token);
+    }
+    1
 }
 
 fn make(lua: &Lua, token: Token) -> mlua::Result<AnyUserData> {
     // SAFETY: `push` pushes one value; exec_raw runs it protected (a memory
     // error becomes an Err) and returns it.
     unsafe { lua.exec_raw::<AnyUserData>((), |state| push(state, token)) }
-}
-
-/// The handle passed to a hook.
-pub fn new_handle(lua: &Lua, state: &Rc<StreamState>, dir: Direction) -> mlua::Result<AnyUserData> {
-    make(lua, Token::new(state, Kind::Handle(dir)))
 }
 
 /// A header map object (`downstreamRequestHeaders()`, `trailers()`).
@@ -153,18 +200,40 @@ pub fn header_map_token(token: &Token, map: MapType) -> Token {
 ///
 /// # Safety
 /// `state` is a running Lua state and `idx` a valid index.
-pub unsafe fn token_at(state: *mut ffi::lua_State, idx: c_int, name: &CStr) -> Option<Token> {
-    // SAFETY: luaL_testudata checks the metatable; a block with it holds a Token.
+pub unsafe fn token_at(state: *mut ffi::lua_State, idx: c_int, ty: &Type) -> Option<Token> {
+    // SAFETY: a block with the type's metatable holds a Token.
     unsafe {
-        let block = ffi::luaL_testudata(state, idx, name.as_ptr());
+        let block = block_at(state, idx, ty);
         (!block.is_null()).then(|| *block.cast::<Token>())
     }
 }
 
-unsafe fn resolve(state: *mut ffi::lua_State, name: &CStr) -> c_int {
-    // SAFETY: index 1 exists or is none (testudata and type handle both).
+/// The block of the userdata at `idx` if it has `ty`'s metatable, else null
+/// (luaL_testudata, with the metatable found by pointer, not by name).
+///
+/// # Safety
+/// `state` is a running Lua state and `idx` a valid index.
+unsafe fn block_at(state: *mut ffi::lua_State, idx: c_int, ty: &Type) -> *mut c_void {
+    // SAFETY: balanced pushes and pops on a valid stack.
     unsafe {
-        let block = ffi::luaL_testudata(state, 1, name.as_ptr());
+        if ffi::lua_type(state, idx) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(state, idx) == 0 {
+            return std::ptr::null_mut();
+        }
+        ty.push_metatable(state);
+        let same = ffi::lua_rawequal(state, -1, -2) != 0;
+        ffi::lua_pop(state, 2);
+        if same {
+            ffi::lua_touserdata(state, idx)
+        } else {
+            std::ptr::null_mut()
+        }
+    }
+}
+
+unsafe fn resolve(state: *mut ffi::lua_State, ty: &Type) -> c_int {
+    // SAFETY: index 1 exists or is none.
+    unsafe {
+        let block = block_at(state, 1, ty);
         if !block.is_null() {
             ffi::lua_pushlightuserdata(state, block);
         } else if ffi::lua_type(state, 1) == ffi::LUA_TLIGHTUSERDATA {
@@ -185,7 +254,7 @@ unsafe fn resolve(state: *mut ffi::lua_State, name: &CStr) -> c_int {
 /// A Lua C function: only Lua calls it, with its arguments on the stack.
 pub unsafe extern "C-unwind" fn resolve_handle(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by Lua with its arguments on the stack.
-    unsafe { resolve(state, HANDLE) }
+    unsafe { resolve(state, &HANDLE) }
 }
 
 /// `resolve(self)` for the wrappers of header map methods.
@@ -194,7 +263,7 @@ pub unsafe extern "C-unwind" fn resolve_handle(state: *mut ffi::lua_State) -> c_
 /// A Lua C function: only Lua calls it, with its arguments on the stack.
 pub unsafe extern "C-unwind" fn resolve_header_map(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by Lua with its arguments on the stack.
-    unsafe { resolve(state, HEADER_MAP) }
+    unsafe { resolve(state, &HEADER_MAP) }
 }
 
 /// Reads the token a resolved `self` points at.
@@ -282,10 +351,10 @@ pub unsafe fn raise(state: *mut ffi::lua_State, msg: String) -> ! {
 ///
 /// # Safety
 /// Called from a Lua C function.
-pub unsafe fn self_token(state: *mut ffi::lua_State, name: &CStr, method: &str) -> Result<Token, String> {
+pub unsafe fn self_token(state: *mut ffi::lua_State, ty: &Type, method: &str) -> Result<Token, String> {
     // SAFETY: index 1 is valid or none.
     unsafe {
-        match token_at(state, 1, name) {
+        match token_at(state, 1, ty) {
             Some(t) => Ok(t),
             None if ffi::lua_type(state, 1) == ffi::LUA_TUSERDATA => Err(format!("calling '{method}' on bad self")),
             None => Err(format!("calling '{method}' on bad self (use ':' to call methods, e.g. handle:{method}())")),

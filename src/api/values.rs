@@ -16,12 +16,37 @@ pub fn to_bytes(lua: &Lua, v: &Value) -> ApiResult<Option<Vec<u8>>> {
     })
 }
 
+/// RFC 9110 token characters (all ASCII), one bit each.
+const TCHAR: u128 = {
+    let mut bits = 0u128;
+    let mut c = 0u8;
+    while c < 128 {
+        if c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            )
+        {
+            bits |= 1 << c;
+        }
+        c += 1;
+    }
+    bits
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    b < 128 && (TCHAR >> b) & 1 == 1
 }
 
 /// Validates and lower-cases a header name. Pseudo-headers (`:path`) are allowed.
 pub fn header_name(raw: &[u8]) -> ApiResult<String> {
+    let body = raw.strip_prefix(b":").unwrap_or(raw);
+    if !body.is_empty() && body.iter().all(|b| is_tchar(*b)) {
+        // All ASCII, so the lower-cased bytes are valid UTF-8.
+        if let Ok(name) = String::from_utf8(raw.to_ascii_lowercase()) {
+            return Ok(name);
+        }
+    }
     if raw.is_empty() {
         return script_error("header name must not be empty");
     }
@@ -31,11 +56,7 @@ pub fn header_name(raw: &[u8]) -> ApiResult<String> {
             String::from_utf8_lossy(raw).escape_debug()
         ));
     }
-    let body = raw.strip_prefix(b":").unwrap_or(raw);
-    if body.is_empty() || !body.iter().all(|b| is_tchar(*b)) {
-        return script_error(format!("invalid header name '{}'", String::from_utf8_lossy(raw).escape_debug()));
-    }
-    Ok(String::from_utf8_lossy(raw).to_ascii_lowercase())
+    script_error(format!("invalid header name '{}'", String::from_utf8_lossy(raw).escape_debug()))
 }
 
 /// Refuses CR, LF and NUL in a header value: Envoy's native filter would send

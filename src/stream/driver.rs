@@ -250,7 +250,6 @@ impl Stream {
         self.state.env.budget.reset();
         self.state.enter();
         let result = (|| -> mlua::Result<(Thread, MultiValue)> {
-            let lua = self.runtime.lua();
             match parked {
                 Some(thread) => {
                     let out = thread.resume::<MultiValue>(())?;
@@ -259,8 +258,9 @@ impl Stream {
                 None => {
                     let hook = self.runtime.hook(dir).ok_or_else(|| mlua::Error::runtime("no hook"))?;
                     let thread = self.runtime.thread(hook)?;
-                    let handle = api::object::new_handle(lua, &self.state, dir)?;
-                    let out = thread.resume::<MultiValue>(handle)?;
+                    // The runner (lua/hook.lua) makes the handle from these.
+                    let stream = mlua::LightUserData(Rc::as_ptr(&self.state).cast_mut().cast());
+                    let out = thread.resume::<MultiValue>((stream, dir as i64))?;
                     Ok((thread, out))
                 }
             }
