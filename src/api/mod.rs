@@ -6,6 +6,9 @@
 //! with `error(message, 2)`, so scripts get plain string errors that carry their own
 //! chunk name and line (`inline_code:7: ...`), as Envoy's `luaL_error` gives them.
 //! Raising from Rust instead would give a userdata error without a position.
+//!
+//! The handle and header maps are the exception (`object.rs`): plain userdata
+//! whose hottest methods are Lua C functions raising their own string errors.
 pub mod body;
 pub mod buffer;
 pub mod crypto;
