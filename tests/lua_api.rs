@@ -110,7 +110,7 @@ fn respond_sends_a_local_reply_and_stops_the_script() {
     let p = Plugin::with_script(
         r#"
         function envoy_on_request(h)
-          h:respond({[":status"] = "403", ["x-reason"] = {"a", "b"}, ["X-Num"] = 7}, "denied")
+          h:respond({[":status"] = "403", ["x-reason"] = {"a", "b"}, ["X-Num"] = 7, ["x-f"] = {2.5, 3.0}}, "denied")
           h:logInfo("not reached")
         end
         "#,
@@ -125,7 +125,13 @@ fn respond_sends_a_local_reply_and_stops_the_script() {
     h.sort();
     assert_eq!(
         h,
-        vec![("x-num".into(), b"7".to_vec()), ("x-reason".into(), b"a".to_vec()), ("x-reason".into(), b"b".to_vec())]
+        vec![
+            ("x-f".into(), b"2.5".to_vec()),
+            ("x-f".into(), b"3".to_vec()),
+            ("x-num".into(), b"7".to_vec()),
+            ("x-reason".into(), b"a".to_vec()),
+            ("x-reason".into(), b"b".to_vec())
+        ]
     );
     assert!(info_logs(&p).is_empty());
 }
@@ -156,6 +162,9 @@ fn respond_rejects_bad_status_and_arguments() {
             r#"h:respond({[":status"] = 200, x = "a\r\nset-cookie: evil"})"#,
             "header value for 'x' contains CR, LF or NUL",
         ),
+        (r#"h:respond({[":status"] = 200, x = {"a", {}}})"#, "header value for 'x' must be a string, got table"),
+        (r#"h:respond({[":status"] = 200, x = {"a", "b\n"}})"#, "header value for 'x' contains CR, LF or NUL"),
+        (r#"h:respond({[":status"] = 200, ["Bad Name"] = "1"})"#, "invalid header name 'Bad Name'"),
     ] {
         let p = Plugin::with_script(&format!("function envoy_on_request(h)\n  {call}\nend"));
         let (_s, verdict) = p.request(GET);

@@ -1,5 +1,7 @@
 //! `handle:httpCall(cluster, headers, body, timeout_ms | options, asynchronous?)`.
-use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Value};
+use std::ffi::c_int;
+
+use mlua::{ffi, IntoLuaMulti, Lua, MultiValue, Table, Value};
 
 use super::handle::Handle;
 use super::{lua_type_name, script_error, values, wait_marker, ApiResult, Args};
@@ -171,19 +173,34 @@ pub fn http_call_result(lua: &Lua, h: &Handle, _: &Args) -> ApiResult<MultiValue
 }
 
 fn result_values(lua: &Lua, r: CallResult) -> ApiResult<MultiValue> {
-    let headers: Table = lua.create_table()?;
-    for (k, v) in r.headers {
-        let value = lua.create_string(&v)?;
-        if r.return_duplicate_headers {
+    let headers: Table = if r.return_duplicate_headers {
+        let headers = lua.create_table()?;
+        for (k, v) in r.headers {
+            let value = lua.create_string(&v)?;
             match headers.raw_get::<Value>(k.as_str())? {
                 Value::Nil => headers.raw_set(k, value)?,
                 Value::Table(list) => list.raw_push(value)?,
                 first => headers.raw_set(k, lua.create_sequence_from([first, Value::String(value)])?)?,
             }
-        } else {
-            headers.raw_set(k, value)?;
         }
-    }
+        headers
+    } else {
+        // One protected call for the whole table (mlua's raw_set is one per
+        // entry); a later value of a repeated name replaces the earlier one.
+        // SAFETY: pushes the table plus two values at a time (a protected call
+        // runs with LUA_MINSTACK free slots) and leaves the table; a memory
+        // error is caught by exec_raw.
+        unsafe {
+            lua.exec_raw::<Table>((), |state| {
+                ffi::lua_createtable(state, 0, c_int::try_from(r.headers.len()).unwrap_or(0));
+                for (k, v) in &r.headers {
+                    ffi::lua_pushlstring(state, k.as_ptr().cast(), k.len());
+                    ffi::lua_pushlstring(state, v.as_ptr().cast(), v.len());
+                    ffi::lua_rawset(state, -3);
+                }
+            })?
+        }
+    };
     let body = if r.body.is_empty() { Value::Nil } else { Value::String(lua.create_string(&r.body)?) };
     Ok((headers, body).into_lua_multi(lua)?)
 }

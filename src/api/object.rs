@@ -403,11 +403,12 @@ pub unsafe fn arg_bytes<'a>(
     }
 }
 
-/// The bytes of the string at `idx`.
+/// The bytes of the string (or number, converted in place) at `idx`; empty
+/// for other types.
 ///
 /// # Safety
-/// The value at `idx` is a string; the slice lives as long as it stays there.
-unsafe fn lua_bytes<'a>(state: *mut ffi::lua_State, idx: c_int) -> &'a [u8] {
+/// The slice lives as long as the value stays on the stack.
+pub unsafe fn lua_bytes<'a>(state: *mut ffi::lua_State, idx: c_int) -> &'a [u8] {
     let mut len = 0usize;
     // SAFETY: lua_tolstring of a string returns its bytes and length.
     unsafe {

@@ -1,5 +1,7 @@
 //! Conversions between Lua values and header names/values.
-use mlua::{Lua, Value};
+use std::ffi::{c_int, CStr};
+
+use mlua::{ffi, Lua, Value};
 
 use super::{lua_type_name, script_error, ApiResult};
 
@@ -68,43 +70,93 @@ pub fn check_header_value(name: &str, value: &[u8]) -> ApiResult<()> {
     Ok(())
 }
 
-/// Reads a headers table as given to `respond()` (and later `httpCall()`): string
+/// Reads a headers table as given to `respond()` and `httpCall()`: string
 /// keys; values strings, numbers, or arrays of those (one entry per element).
+/// Read with `lua_next` in one protected call: through mlua's table iterator
+/// every step was a protected call of its own.
 pub fn headers_table(lua: &Lua, table: &mlua::Table) -> ApiResult<Vec<(String, Vec<u8>)>> {
+    let mut out = Ok(Vec::new());
+    // SAFETY: `read_headers` keeps the stack balanced per step (exec_raw's
+    // guard restores it after an early return) and raises no Lua error itself;
+    // a memory error in lua_next/lua_rawgeti is caught by exec_raw.
+    unsafe { lua.exec_raw::<()>(table, |state| out = read_headers(state, 1))? };
+    out.map_err(super::ApiError::Script)
+}
+
+/// # Safety
+/// `t` is the stack index of a table, with room for four more values (a
+/// protected call runs with LUA_MINSTACK free slots).
+unsafe fn read_headers(state: *mut ffi::lua_State, t: c_int) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut out = Vec::new();
-    for pair in table.pairs::<Value, Value>() {
-        let (k, v) = pair?;
-        let Value::String(k) = k else {
-            return script_error(format!("header key must be a string, got {}", lua_type_name(&k)));
-        };
-        let name = header_name(&k.as_bytes())?;
-        match &v {
-            Value::Table(list) => {
-                for item in list.sequence_values::<Value>() {
-                    let item = item?;
-                    let Some(bytes) = to_bytes(lua, &item)? else {
-                        return script_error(format!(
+    // SAFETY: see above; every value read is on the stack while it is read.
+    unsafe {
+        ffi::lua_pushnil(state);
+        while ffi::lua_next(state, t) != 0 {
+            // key at -2, value at -1
+            if ffi::lua_type(state, -2) != ffi::LUA_TSTRING {
+                return Err(format!("header key must be a string, got {}", type_name(state, -2)));
+            }
+            let name = header_name(super::object::lua_bytes(state, -2)).map_err(|e| e.message())?;
+            if ffi::lua_type(state, -1) == ffi::LUA_TTABLE {
+                let mut i = 1;
+                while ffi::lua_rawgeti(state, -1, i) != ffi::LUA_TNIL {
+                    let Some(bytes) = value_bytes(state, -1) else {
+                        return Err(format!(
                             "header value for '{name}' must be a string, got {}",
-                            lua_type_name(&item)
+                            type_name(state, -1)
                         ));
                     };
-                    check_header_value(&name, &bytes)?;
+                    check_header_value(&name, &bytes).map_err(|e| e.message())?;
                     out.push((name.clone(), bytes));
+                    ffi::lua_pop(state, 1);
+                    i += 1;
                 }
-            }
-            other => {
-                let Some(bytes) = to_bytes(lua, other)? else {
-                    return script_error(format!(
+                ffi::lua_pop(state, 1);
+            } else {
+                let Some(bytes) = value_bytes(state, -1) else {
+                    return Err(format!(
                         "header value for '{name}' must be a string or an array of strings, got {}",
-                        lua_type_name(other)
+                        type_name(state, -1)
                     ));
                 };
-                check_header_value(&name, &bytes)?;
+                check_header_value(&name, &bytes).map_err(|e| e.message())?;
                 out.push((name, bytes));
             }
+            ffi::lua_pop(state, 1); // the value; the key stays for lua_next
         }
     }
     Ok(out)
+}
+
+/// Lua's name for the type at `idx` (as `lua_type_name` gives it).
+unsafe fn type_name(state: *mut ffi::lua_State, idx: c_int) -> String {
+    // SAFETY: lua_typename returns a static C string.
+    unsafe { CStr::from_ptr(ffi::lua_typename(state, ffi::lua_type(state, idx))).to_string_lossy().into_owned() }
+}
+
+/// The value at `idx` as `to_bytes` converts it; `None` for other types.
+/// A number is converted on a copy: `lua_next` must not see its key change.
+unsafe fn value_bytes(state: *mut ffi::lua_State, idx: c_int) -> Option<Vec<u8>> {
+    // SAFETY: the value is on the stack; the copy is popped again.
+    unsafe {
+        match ffi::lua_type(state, idx) {
+            ffi::LUA_TSTRING => Some(super::object::lua_bytes(state, idx).to_vec()),
+            ffi::LUA_TNUMBER if ffi::lua_isinteger(state, idx) != 0 => {
+                Some(ffi::lua_tointegerx(state, idx, std::ptr::null_mut()).to_string().into_bytes())
+            }
+            ffi::LUA_TNUMBER => {
+                let f = ffi::lua_tonumberx(state, idx, std::ptr::null_mut());
+                if f.fract() == 0.0 && f.abs() < 1.0e15 {
+                    return Some((f as i64).to_string().into_bytes());
+                }
+                ffi::lua_pushvalue(state, idx);
+                let bytes = super::object::lua_bytes(state, -1).to_vec();
+                ffi::lua_pop(state, 1);
+                Some(bytes)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Lua → metadata value, with the rules of Envoy's conversion to protobuf:
