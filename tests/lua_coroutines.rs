@@ -2,7 +2,8 @@
 //! when a C function called straight from Lua code yields. That must not change
 //! what Lua 5.4 does: tests/fixtures/coroutines.lua drives coroutines through
 //! every kind of yield (direct, tail call, vararg, inside pcall/xpcall, from an
-//! iterator, a metamethod, a `__close`, a C continuation, under hooks, ...) and
+//! iterator, a metamethod, a `__close`, a C continuation, under hooks, from a
+//! yielding C hook, ...) and
 //! its output must equal coroutines.expected, which pristine Lua 5.4.9 printed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::ffi::c_int;
@@ -40,6 +41,20 @@ unsafe extern "C-unwind" fn call_k(state: *mut ffi::lua_State) -> c_int {
     }
 }
 
+/// `yield_hook(co, n)`: a count hook on coroutine `co` that yields every `n`
+/// instructions (a hook may yield, with no values).
+unsafe extern "C-unwind" fn yield_hook(state: *mut ffi::lua_State) -> c_int {
+    unsafe extern "C-unwind" fn hook(state: *mut ffi::lua_State, _: *mut ffi::lua_Debug) {
+        unsafe { ffi::lua_yield(state, 0) };
+    }
+    unsafe {
+        let co = ffi::lua_tothread(state, 1);
+        let n = ffi::lua_tointegerx(state, 2, std::ptr::null_mut()) as c_int;
+        ffi::lua_sethook(co, Some(hook), ffi::LUA_MASKCOUNT, n);
+    }
+    0
+}
+
 #[test]
 fn coroutines_behave_as_in_pristine_lua() {
     // unsafe_new: the fixture uses the debug library (hooks, tracebacks).
@@ -47,6 +62,7 @@ fn coroutines_behave_as_in_pristine_lua() {
     unsafe {
         lua.globals().set("yield_k", lua.create_c_function(yield_k).unwrap()).unwrap();
         lua.globals().set("call_k", lua.create_c_function(call_k).unwrap()).unwrap();
+        lua.globals().set("yield_hook", lua.create_c_function(yield_hook).unwrap()).unwrap();
     }
     let out: String = lua
         .load(include_str!("fixtures/coroutines.lua"))
