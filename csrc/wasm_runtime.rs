@@ -1,4 +1,4 @@
-/// Builds the C runtime the vendored Lua links against on wasm32 (`libsetjmp.a`:
+/// Builds the C runtime Lua links against on wasm32 (`libsetjmp.a`:
 /// see setjmp.c; `libplw_sandbox_libc.a`: see sandbox_libc.c) from the sources
 /// in `csrc`, and points the linker at Debian's wasi-libc for
 /// `libwasi-emulated-signal.a`. Included by build scripts (`include!`).

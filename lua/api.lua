@@ -19,7 +19,8 @@ local raw, FAIL, YIELD, WAIT, RESOLVE, NATIVE = ...
 local error, yield = error, coroutine.yield
 
 -- How many values each method returns (wrappers return exactly that many; "*":
--- whatever the raw method returns).
+-- whatever the raw method returns). NATIVE methods need no entry; theirs are
+-- kept so the table still lists every method.
 local RESULTS = {
   Handle = {
     headers = 1, downstreamRequestHeaders = 1,
