@@ -126,7 +126,31 @@ function envoy_on_request(h)
 end
 """
 
+# The handle and a header map kept in upvalues and used by the next request
+# (src/api/object.rs: plain userdata naming their stream by id).
+KEPT = r"""
+local kept_handle, kept_headers
+function envoy_on_request(h)
+  local hd = h:headers()
+  if kept_handle then
+    local function try(f, ...)
+      local ok, e = pcall(f, ...)
+      return ok and "ok" or e
+    end
+    hd:add("x-kept-get", try(kept_headers.get, kept_headers, ":path"))
+    hd:add("x-kept-add", try(kept_headers.add, kept_headers, "x-a", "1"))
+    hd:add("x-kept-headers", try(kept_handle.headers, kept_handle))
+    hd:add("x-kept-escape", try(kept_handle.base64Escape, kept_handle, "x"))
+    hd:add("x-kept-pairs", try(function() for _ in pairs(kept_headers) do end end))
+    hd:add("x-wrong-self", try(hd.add, h, "x-b", "1"))
+    hd:add("x-same", tostring(h:headers() == hd) .. " " .. tostring(kept_headers == hd))
+  end
+  kept_handle, kept_headers = h, hd
+end
+"""
+
 SCENARIOS: dict[str, Scenario] = {
+    "kept": Scenario(KEPT),
     "headers": Scenario(HEADERS, native=True),
     "respond": Scenario(RESPOND, native=True),
     "error": Scenario(ERROR, native=True),

@@ -159,6 +159,21 @@ def test_bad_arguments_are_clear_errors_not_traps(full, upstream):
     assert resp.status == 200 and got is not None
 
 
+def test_objects_kept_across_requests_fail_cleanly_in_envoy(full, upstream):
+    # One worker: the second request runs in the VM that kept the first one's objects.
+    send(full, upstream, "kept")
+    _, resp, got = send(full, upstream, "kept")
+    assert resp.status == 200 and got is not None, resp
+    ended = "object used after its stream ended (stream objects must not be kept across requests)"
+    for h in ("x-kept-get", "x-kept-add", "x-kept-headers", "x-kept-escape"):
+        assert got.header(h) == ended, (h, got.header(h))
+    assert got.header("x-kept-pairs").endswith(ended), got.header("x-kept-pairs")
+    assert got.values("x-a") == []
+    assert got.header("x-wrong-self") == "calling 'add' on bad self"
+    assert got.values("x-b") == []
+    assert got.header("x-same") == "true false"
+
+
 def test_configurations_sharing_a_vm_are_isolated(full, upstream):
     for expected_count in ("1", "2"):
         _, resp, got = send(full, upstream, "shared_a")
