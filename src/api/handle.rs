@@ -1,7 +1,6 @@
 //! The stream handle passed to `envoy_on_request` / `envoy_on_response`.
-use std::rc::Rc;
-
 use std::ffi::c_int;
+use std::rc::Rc;
 
 use mlua::{ffi, Lua, Table, Value};
 
