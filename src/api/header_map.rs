@@ -164,10 +164,12 @@ pub unsafe extern "C-unwind" fn get(state: *mut ffi::lua_State) -> c_int {
     }
 }
 
-/// `add(name, value)` and `replace(name, value)`: `write` is the host call.
+/// `add(name, value)` and `replace(name, value)`: `write` is the host call;
+/// `adds` refuses a second value of a pseudo-header.
 unsafe fn set(
     state: *mut ffi::lua_State,
     method: &str,
+    adds: bool,
     write: fn(&dyn Host, MapType, &str, &[u8]) -> HostResult<()>,
 ) -> c_int {
     // SAFETY: called from a Lua C function.
@@ -177,7 +179,7 @@ unsafe fn set(
             let raw_name = object::arg_bytes(state, 1, method)?;
             let value = object::arg_bytes(state, 2, method)?;
             let name = name_and_value(&raw_name, &value).map_err(script)?;
-            if method == "add" && name.starts_with(':') && !values_of(stream, map, &name).map_err(script)?.is_empty() {
+            if adds && name.starts_with(':') && !values_of(stream, map, &name).map_err(script)?.is_empty() {
                 return Err(format!("cannot add a second '{name}': pseudo-headers have one value, use replace()"));
             }
             stream.modify_headers(map, |host| Ok(write(host, map, &name, &value)?)).map_err(script)?;
@@ -192,7 +194,7 @@ unsafe fn set(
 /// A Lua C function: only Lua calls it, with its arguments on the stack.
 pub unsafe extern "C-unwind" fn add(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by Lua.
-    unsafe { set(state, "add", |host, map, name, value| host.add_header(map, name, value)) }
+    unsafe { set(state, "add", true, |host, map, name, value| host.add_header(map, name, value)) }
 }
 
 /// `replace(name, value)`.
@@ -201,7 +203,7 @@ pub unsafe extern "C-unwind" fn add(state: *mut ffi::lua_State) -> c_int {
 /// A Lua C function: only Lua calls it, with its arguments on the stack.
 pub unsafe extern "C-unwind" fn replace(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by Lua.
-    unsafe { set(state, "replace", |host, map, name, value| host.replace_header(map, name, value)) }
+    unsafe { set(state, "replace", false, |host, map, name, value| host.replace_header(map, name, value)) }
 }
 
 /// `remove(name)`.

@@ -374,32 +374,18 @@ pub unsafe fn arg_bytes<'a>(
     method: &str,
 ) -> Result<std::borrow::Cow<'a, [u8]>, String> {
     let idx = n + 1;
-    // SAFETY: `idx` is valid or none; strings stay alive on the stack.
+    // SAFETY: `idx` is valid or none.
     unsafe {
-        match ffi::lua_type(state, idx) {
-            ffi::LUA_TSTRING => Ok(std::borrow::Cow::Borrowed(lua_bytes(state, idx))),
-            ffi::LUA_TNUMBER if ffi::lua_isinteger(state, idx) != 0 => Ok(std::borrow::Cow::Owned(
-                ffi::lua_tointegerx(state, idx, std::ptr::null_mut()).to_string().into_bytes(),
-            )),
-            ffi::LUA_TNUMBER => {
-                let f = ffi::lua_tonumberx(state, idx, std::ptr::null_mut());
-                if f.fract() == 0.0 && f.abs() < 1.0e15 {
-                    Ok(std::borrow::Cow::Owned((f as i64).to_string().into_bytes()))
-                } else {
-                    // Lua's own formatting (%.14g), converting the argument in place.
-                    ffi::lua_tolstring(state, idx, std::ptr::null_mut());
-                    Ok(std::borrow::Cow::Borrowed(lua_bytes(state, idx)))
-                }
-            }
-            t => {
-                let got = if t == ffi::LUA_TNONE {
-                    "no value".into()
-                } else {
-                    CStr::from_ptr(ffi::lua_typename(state, t)).to_string_lossy().into_owned()
-                };
-                Err(format!("bad argument #{n} to '{method}' (string expected, got {got})"))
-            }
+        if let Some(bytes) = super::values::stack_bytes(state, idx) {
+            return Ok(bytes);
         }
+        let t = ffi::lua_type(state, idx);
+        let got = if t == ffi::LUA_TNONE {
+            "no value".into()
+        } else {
+            CStr::from_ptr(ffi::lua_typename(state, t)).to_string_lossy().into_owned()
+        };
+        Err(format!("bad argument #{n} to '{method}' (string expected, got {got})"))
     }
 }
 

@@ -1,4 +1,5 @@
 //! Conversions between Lua values and header names/values.
+use std::borrow::Cow;
 use std::ffi::{c_int, CStr};
 
 use mlua::{ffi, Lua, Value};
@@ -12,10 +13,47 @@ pub fn to_bytes(lua: &Lua, v: &Value) -> ApiResult<Option<Vec<u8>>> {
     Ok(match v {
         Value::String(s) => Some(s.as_bytes().to_vec()),
         Value::Integer(i) => Some(i.to_string().into_bytes()),
-        Value::Number(f) if f.fract() == 0.0 && f.abs() < 1.0e15 => Some((*f as i64).to_string().into_bytes()),
-        Value::Number(_) => lua.coerce_string(v.clone())?.map(|s| s.as_bytes().to_vec()),
+        Value::Number(f) => match integral_text(*f) {
+            Some(text) => Some(text),
+            None => lua.coerce_string(v.clone())?.map(|s| s.as_bytes().to_vec()),
+        },
         _ => None,
     })
+}
+
+/// An integral float as an integer prints (`3.0` -> `3`); `None` for the rest,
+/// which Lua formats itself.
+fn integral_text(f: f64) -> Option<Vec<u8>> {
+    (f.fract() == 0.0 && f.abs() < 1.0e15).then(|| (f as i64).to_string().into_bytes())
+}
+
+/// The value at stack index `idx` as [`to_bytes`] converts it; `None` for
+/// other types. A string is borrowed (it lives as long as it stays on the
+/// stack); a number Lua must format is converted on a copy, so neither a
+/// `lua_next` key nor an argument changes.
+///
+/// # Safety
+/// Called from a Lua C function (or a protected call) with a free slot.
+pub unsafe fn stack_bytes<'a>(state: *mut ffi::lua_State, idx: c_int) -> Option<Cow<'a, [u8]>> {
+    // SAFETY: the value is on the stack; the copy is popped again.
+    unsafe {
+        match ffi::lua_type(state, idx) {
+            ffi::LUA_TSTRING => Some(Cow::Borrowed(super::object::lua_bytes(state, idx))),
+            ffi::LUA_TNUMBER if ffi::lua_isinteger(state, idx) != 0 => {
+                Some(Cow::Owned(ffi::lua_tointegerx(state, idx, std::ptr::null_mut()).to_string().into_bytes()))
+            }
+            ffi::LUA_TNUMBER => {
+                if let Some(text) = integral_text(ffi::lua_tonumberx(state, idx, std::ptr::null_mut())) {
+                    return Some(Cow::Owned(text));
+                }
+                ffi::lua_pushvalue(state, idx);
+                let bytes = super::object::lua_bytes(state, -1).to_vec();
+                ffi::lua_pop(state, 1);
+                Some(Cow::Owned(bytes))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// RFC 9110 token characters (all ASCII), one bit each.
@@ -100,7 +138,7 @@ unsafe fn read_headers(state: *mut ffi::lua_State, t: c_int) -> Result<Vec<(Stri
             if ffi::lua_type(state, -1) == ffi::LUA_TTABLE {
                 let mut i = 1;
                 while ffi::lua_rawgeti(state, -1, i) != ffi::LUA_TNIL {
-                    let Some(bytes) = value_bytes(state, -1) else {
+                    let Some(bytes) = stack_bytes(state, -1).map(Cow::into_owned) else {
                         return Err(format!(
                             "header value for '{name}' must be a string, got {}",
                             type_name(state, -1)
@@ -113,7 +151,7 @@ unsafe fn read_headers(state: *mut ffi::lua_State, t: c_int) -> Result<Vec<(Stri
                 }
                 ffi::lua_pop(state, 1);
             } else {
-                let Some(bytes) = value_bytes(state, -1) else {
+                let Some(bytes) = stack_bytes(state, -1).map(Cow::into_owned) else {
                     return Err(format!(
                         "header value for '{name}' must be a string or an array of strings, got {}",
                         type_name(state, -1)
@@ -132,31 +170,6 @@ unsafe fn read_headers(state: *mut ffi::lua_State, t: c_int) -> Result<Vec<(Stri
 unsafe fn type_name(state: *mut ffi::lua_State, idx: c_int) -> String {
     // SAFETY: lua_typename returns a static C string.
     unsafe { CStr::from_ptr(ffi::lua_typename(state, ffi::lua_type(state, idx))).to_string_lossy().into_owned() }
-}
-
-/// The value at `idx` as `to_bytes` converts it; `None` for other types.
-/// A number is converted on a copy: `lua_next` must not see its key change.
-unsafe fn value_bytes(state: *mut ffi::lua_State, idx: c_int) -> Option<Vec<u8>> {
-    // SAFETY: the value is on the stack; the copy is popped again.
-    unsafe {
-        match ffi::lua_type(state, idx) {
-            ffi::LUA_TSTRING => Some(super::object::lua_bytes(state, idx).to_vec()),
-            ffi::LUA_TNUMBER if ffi::lua_isinteger(state, idx) != 0 => {
-                Some(ffi::lua_tointegerx(state, idx, std::ptr::null_mut()).to_string().into_bytes())
-            }
-            ffi::LUA_TNUMBER => {
-                let f = ffi::lua_tonumberx(state, idx, std::ptr::null_mut());
-                if f.fract() == 0.0 && f.abs() < 1.0e15 {
-                    return Some((f as i64).to_string().into_bytes());
-                }
-                ffi::lua_pushvalue(state, idx);
-                let bytes = super::object::lua_bytes(state, -1).to_vec();
-                ffi::lua_pop(state, 1);
-                Some(bytes)
-            }
-            _ => None,
-        }
-    }
 }
 
 /// Lua → metadata value, with the rules of Envoy's conversion to protobuf:
